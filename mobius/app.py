@@ -1,0 +1,137 @@
+"""The kubelet supervisor: one nursery, every long-lived task started in order.
+
+Reading :func:`run_kubelet` tells what the program does:
+
+1. the kubelet API (HTTPS, port bound) for kubectl logs;
+2. the node (registered, Lease renewed);
+3. the pod watch (initial LIST done) feeding pod UIDs to the job task;
+4. the pass-through scheduler binding unscheduled pods to our node;
+5. the job task: sbatch for new pods, graceful cancel for deleted ones;
+6. the status writer (coalesced pod status writes);
+7. the status poller (first squeue snapshot diffed), feeding the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NoReturn
+
+import trio
+
+from mobius.config import KubeletSettings
+from mobius.kube.binding import serve_binder
+from mobius.kube.client import KubeClient
+from mobius.kube.credentials import load_credentials
+from mobius.kube.patching import serve_status_writer
+from mobius.kube.pods import serve_pod_watch
+from mobius.kubelet.server import ApiServerSettings, serve_kubelet_api
+from mobius.node.heartbeat import NodeSettings, serve_node
+from mobius.runtime import runtime_named
+from mobius.slurm.commands import SlurmClient
+from mobius.slurm.jobs import JobSettings, recover_jobs, serve_jobs
+from mobius.slurm.polling import serve_status_poller
+from mobius.state import JobTable, PodPaths, PodStore
+
+log = logging.getLogger(__name__)
+
+
+async def run_kubelet(
+    settings: KubeletSettings, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> NoReturn:
+    runtime = runtime_named(settings.runtime, flags=settings.podman_flags)
+    slurm = SlurmClient(env=settings.slurm_env)
+    store, jobs, paths = PodStore(), JobTable(), PodPaths(settings.state_dir)
+    paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    recovered = await recover_jobs(slurm, jobs, paths)
+    if recovered:
+        log.info("recovered %d jobs from squeue and pod folders", recovered)
+    changes_send, changes_recv = trio.open_memory_channel[str](10_000)
+    updates_send, updates_recv = trio.open_memory_channel[tuple[str, dict[str, Any]]](10_000)
+
+    async with (
+        KubeClient(
+            load_credentials(settings.kubeconfig), qps=settings.qps, burst=settings.burst
+        ) as kube,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(
+            lambda task_status: serve_kubelet_api(
+                ApiServerSettings(
+                    bind=settings.kubelet_bind,
+                    port=settings.kubelet_port,
+                    cert_file=settings.serving_cert,
+                    key_file=settings.serving_key,
+                    client_ca_file=settings.client_ca,
+                ),
+                store=store,
+                paths=paths,
+                task_status=task_status,
+            )
+        )
+        await nursery.start(
+            lambda task_status: serve_node(
+                kube,
+                slurm,
+                task_status=task_status,
+                settings=NodeSettings(
+                    name=settings.node_name,
+                    address=settings.node_address,
+                    kubelet_port=settings.kubelet_port,
+                    runtime=settings.runtime,
+                ),
+            )
+        )
+        await nursery.start(
+            lambda task_status: serve_pod_watch(
+                kube,
+                node_name=settings.node_name,
+                store=store,
+                changes=changes_send,
+                task_status=task_status,
+            )
+        )
+        await nursery.start(
+            lambda task_status: serve_binder(
+                kube,
+                node_name=settings.node_name,
+                scheduler_names=settings.scheduler_names,
+                task_status=task_status,
+            )
+        )
+        await nursery.start(
+            lambda task_status: serve_jobs(
+                kube,
+                slurm,
+                store=store,
+                jobs=jobs,
+                paths=paths,
+                runtime=runtime,
+                changes=changes_recv,
+                settings=JobSettings(
+                    node_name=settings.node_name,
+                    partition=settings.partition,
+                    sbatch_concurrency=settings.sbatch_concurrency,
+                ),
+                task_status=task_status,
+            )
+        )
+        await nursery.start(
+            lambda task_status: serve_status_writer(
+                kube, store=store, updates=updates_recv, task_status=task_status
+            )
+        )
+        await nursery.start(
+            lambda task_status: serve_status_poller(
+                slurm,
+                store=store,
+                jobs=jobs,
+                paths=paths,
+                updates=updates_send,
+                interval=settings.poll_interval,
+                host_ip=settings.node_address,
+                task_status=task_status,
+            )
+        )
+        log.info("kubelet for node %s is up (%d pods known)", settings.node_name, len(store))
+        task_status.started()
+    raise AssertionError("supervisor nursery exited")

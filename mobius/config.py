@@ -1,0 +1,31 @@
+"""Settings of the kubelet, gathered from the command line and environment in one Struct."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+# Global podman flags; cgroup manager, events and rlimits come from the per-pod containers.conf.
+DEFAULT_PODMAN_FLAGS = ("--log-level=error",)
+
+
+class KubeletSettings(msgspec.Struct, frozen=True, kw_only=True):
+    node_name: str = "mobius"
+    kubeconfig: str | None = None
+    state_dir: Path
+    runtime: str = "podman"
+    podman_flags: tuple[str, ...] = DEFAULT_PODMAN_FLAGS
+    partition: str | None = None
+    slurm_env: dict[str, str] = {}
+    node_address: str = "127.0.0.1"
+    kubelet_bind: str = "0.0.0.0"
+    kubelet_port: int = 10250
+    serving_cert: str = ""
+    serving_key: str = ""
+    client_ca: str = ""
+    poll_interval: float = 1.0
+    sbatch_concurrency: int = 8
+    qps: float = 200.0
+    burst: int = 400
+    scheduler_names: tuple[str, ...] = ("default-scheduler", "mobius")

@@ -1,0 +1,1 @@
+"""Kubernetes API adapter: credentials, the httpx client, watches, events and status writes."""

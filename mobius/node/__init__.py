@@ -1,0 +1,1 @@
+"""The virtual node: registration, status and the Lease heartbeat."""

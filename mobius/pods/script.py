@@ -1,0 +1,227 @@
+"""Pod -> Slurm batch script and sbatch arguments. Pure: no I/O, same pod same script.
+
+The script is the contract between Mobius and Slurm, so it is written to be read: a header
+naming the pod, small shell functions, one function per container. Every value taken from the
+pod is passed through :func:`shlex.quote`; names that become shell identifiers are validated
+first. The script writes control files (see :mod:`mobius.pods.records`) atomically, runs init
+containers in order, starts app containers together, restarts them per ``restartPolicy`` with
+back-off, forwards SIGTERM to the sandbox, and exits with the first failing container's code.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from shlex import quote
+
+import msgspec
+
+from mobius.errors import InvalidPodSpec
+from mobius.models import Container, Pod
+from mobius.pods.quantity import cpus, megabytes, parse_quantity
+from mobius.runtime.base import ContainerRun, Runtime
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DEFAULT_MEMORY_MB = 256
+BACKOFF_START, BACKOFF_MAX = 10, 300
+
+
+class JobSpec(msgspec.Struct, frozen=True):
+    """What to hand to sbatch: the script text and the command-line options."""
+
+    script: str
+    sbatch_args: tuple[str, ...]
+
+
+def job_name(uid: str) -> str:
+    """The Slurm job name of a pod: how Mobius finds the job again after any restart."""
+    return f"mobius-{uid}"
+
+
+def sandbox_name(uid: str) -> str:
+    return f"mobius-{uid}"
+
+
+def _container_run(c: Container, *, index: int, init: bool) -> ContainerRun:
+    kind = "initContainers" if init else "containers"
+    field = f"spec.{kind}[{index}]"
+    if not _DNS_LABEL.match(c.name):
+        raise InvalidPodSpec(f"{field}.name", f"{c.name!r} is not a DNS label")
+    if not c.image:
+        raise InvalidPodSpec(f"{field}.image", "an image is required")
+    env: list[tuple[str, str]] = []
+    for j, var in enumerate(c.env):
+        if var.value_from is not None:
+            raise InvalidPodSpec(
+                f"{field}.env[{j}].valueFrom", "valueFrom is not supported yet; set value instead"
+            )
+        env.append((var.name, var.value or ""))
+    return ContainerRun(
+        name=c.name,
+        image=c.image,
+        command=tuple(c.command),
+        args=tuple(c.args),
+        env=tuple(env),
+        working_dir=c.working_dir,
+        pull_policy=c.image_pull_policy
+        or (
+            "Always"
+            if c.image.endswith(":latest") or ":" not in c.image.rsplit("/", 1)[-1]
+            else "IfNotPresent"
+        ),
+    )
+
+
+def _resources(pod: Pod) -> tuple[int, int]:
+    """(cpus, MiB) with Kubernetes semantics: max(largest init container, sum of app containers)."""
+
+    def need(c: Container, i: int, kind: str) -> tuple[Decimal, Decimal]:
+        r = c.resources
+        cpu = r.requests.get("cpu") or r.limits.get("cpu")
+        mem = r.requests.get("memory") or r.limits.get("memory")
+        f = f"spec.{kind}[{i}].resources"
+        return (
+            parse_quantity(cpu, field=f"{f}.cpu") if cpu else Decimal(0),
+            parse_quantity(mem, field=f"{f}.memory") if mem else Decimal(0),
+        )
+
+    app = [need(c, i, "containers") for i, c in enumerate(pod.spec.containers)]
+    init = [need(c, i, "initContainers") for i, c in enumerate(pod.spec.init_containers)]
+    cpu = max([sum((a[0] for a in app), Decimal(0)), *(i[0] for i in init)])
+    mem = max([sum((a[1] for a in app), Decimal(0)), *(i[1] for i in init)])
+    return (
+        cpus(str(cpu), field="spec.containers[*].resources") if cpu else 1,
+        megabytes(str(mem), field="spec.containers[*].resources") if mem else DEFAULT_MEMORY_MB,
+    )
+
+
+def _container_function(
+    fn: str, run: ContainerRun, runtime: Runtime, *, sandbox: str, restart: str
+) -> list[str]:
+    """A shell function that runs one container until its restart policy says stop."""
+    name = run.name
+    cmd = runtime.run_container(sandbox=sandbox, container=run)
+    log = f'"$POD_DIR/logs/{name}.log"'
+    return [
+        f"{fn}() {{",
+        f"  local rc restarts=0 delay={BACKOFF_START}",
+        "  while :; do",
+        f'    put c/{name}.started "$(now)"',
+        f"    {cmd} >>{log} 2>&1 </dev/null",
+        "    rc=$?",
+        f'    put c/{name}.exit "$rc $(now)"',
+        '    [ -e "$CTL/stopping" ] && return "$rc"',
+        *(
+            ['    return "$rc"']
+            if restart == "Never"
+            else ['    [ "$rc" -eq 0 ] && return 0']
+            if restart == "OnFailure"
+            else []
+        ),
+        "    restarts=$((restarts + 1))",
+        f'    put c/{name}.restarts "$restarts"',
+        '    sleep "$delay" & wait $!',
+        f"    delay=$((delay * 2 > {BACKOFF_MAX} ? {BACKOFF_MAX} : delay * 2))",
+        "  done",
+        "}",
+    ]
+
+
+def render_job(
+    pod: Pod,
+    *,
+    pod_dir: str,
+    runtime: Runtime,
+    partition: str | None = None,
+) -> JobSpec:
+    """The batch script and sbatch options that run ``pod``; InvalidPodSpec if it cannot run."""
+    meta, spec = pod.metadata, pod.spec
+    if not spec.containers:
+        raise InvalidPodSpec("spec.containers", "a pod needs at least one container")
+    if spec.restart_policy not in ("Always", "OnFailure", "Never"):
+        raise InvalidPodSpec(
+            "spec.restartPolicy", f"{spec.restart_policy!r} is not Always, OnFailure or Never"
+        )
+    inits = [_container_run(c, index=i, init=True) for i, c in enumerate(spec.init_containers)]
+    apps = [_container_run(c, index=i, init=False) for i, c in enumerate(spec.containers)]
+    names = [r.name for r in (*inits, *apps)]
+    if len(set(names)) != len(names):
+        raise InvalidPodSpec("spec.containers", "container names must be unique within the pod")
+    grace = spec.termination_grace_period_seconds
+    grace = 30 if grace is None else max(0, grace)
+    sandbox = sandbox_name(meta.uid)
+    hostname = (spec.hostname or meta.name)[:63]
+    init_restart = "Never" if spec.restart_policy == "Never" else "OnFailure"
+
+    lines = [
+        "#!/bin/bash",
+        f"# Mobius job for pod {meta.namespace}/{meta.name} (uid {meta.uid}).",
+        "# Generated from the pod spec; edits are overwritten.",
+        "set -u",
+        f"POD_DIR={quote(pod_dir)}",
+        'CTL="$POD_DIR/ctl"',
+        'mkdir -p "$CTL/c" "$POD_DIR/logs"',
+        "now() { date -u +%Y-%m-%dT%H:%M:%SZ; }",
+        "# put FILE VALUE: write a control file atomically (readers never see half a value).",
+        'put() { printf \'%s\\n\' "$2" >"$CTL/$1.tmp" && mv -f "$CTL/$1.tmp" "$CTL/$1"; }',
+        'put node "$(hostname)"',
+        *runtime.preamble(),
+        f"SANDBOX={quote(sandbox)}",
+        f"cleanup() {{ {runtime.remove_sandbox(sandbox=sandbox)}; }}",
+        f'on_term() {{ put stopping "$(now)"; {runtime.stop_sandbox(sandbox=sandbox, grace_seconds=grace)}; }}',
+        "trap cleanup EXIT",
+        "trap on_term TERM INT",
+        *runtime.create_sandbox(sandbox=sandbox, hostname=hostname, host_network=spec.host_network),
+        'put pod.ip "$POD_IP"',
+        'put pod.started "$(now)"',
+        "",
+    ]
+    for i, run in enumerate(inits):
+        lines += _container_function(
+            f"init_{i}", run, runtime, sandbox=sandbox, restart=init_restart
+        )
+    for i, run in enumerate(apps):
+        lines += _container_function(
+            f"app_{i}", run, runtime, sandbox=sandbox, restart=spec.restart_policy
+        )
+    lines.append("")
+    for i, run in enumerate(inits):
+        lines += [
+            f"init_{i} & wait $!",
+            "rc=$?",
+            f'[ "$rc" -ne 0 ] && {{ echo "mobius: init container {run.name} exited $rc" >&2; exit "$rc"; }}',
+        ]
+    lines.append("pids=()")
+    lines += [f"app_{i} & pids+=($!)" for i in range(len(apps))]
+    lines += [
+        "# wait returns early when a trapped signal arrives: keep waiting until all are done.",
+        'for pid in "${pids[@]}"; do',
+        '  while kill -0 "$pid" 2>/dev/null; do wait "$pid"; done',
+        "done",
+        "rc=0",
+        f"for c in {' '.join(quote(r.name) for r in apps)}; do",
+        '  code=1; read -r code _ <"$CTL/c/$c.exit" 2>/dev/null',
+        '  if [ "$rc" -eq 0 ] && [ "$code" -ne 0 ]; then rc=$code; fi',
+        "done",
+        'exit "$rc"',
+        "",
+    ]
+    cpu, mem = _resources(pod)
+    args = [
+        "--parsable",
+        f"--job-name={job_name(meta.uid)}",
+        f"--comment=pod {meta.namespace}/{meta.name}",
+        f"--output={pod_dir}/job.out",
+        f"--chdir={pod_dir}",
+        "--nodes=1",
+        "--ntasks=1",
+        f"--cpus-per-task={cpu}",
+        f"--mem={mem}M",
+        f"--signal=B:TERM@{max(grace, 1)}" if spec.active_deadline_seconds else "",
+    ]
+    if partition:
+        args.append(f"--partition={partition}")
+    if spec.active_deadline_seconds:
+        minutes = max(1, -(-spec.active_deadline_seconds // 60))
+        args.append(f"--time={minutes}")
+    return JobSpec(script="\n".join(lines), sbatch_args=tuple(a for a in args if a))

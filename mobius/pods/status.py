@@ -1,0 +1,266 @@
+"""Slurm job state + the job's control files -> the pod status Kubernetes should show.
+
+Pure: the poller gathers the facts (the squeue row, the control files, the clock) and this module
+decides. A pod never stays Pending or Running once its job has ended.
+
+Slurm states (squeue ``%T``) fall into three groups:
+
+* waiting: PENDING, CONFIGURING, REQUEUED, REQUEUE_HOLD, REQUEUE_FED, RESV_DEL_HOLD, SUSPENDED
+  (suspended jobs keep their pod Running: the containers exist but are stopped);
+* running: RUNNING, COMPLETING, STAGE_OUT, SIGNALING, RESIZING;
+* ended: COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, BOOT_FAIL,
+  DEADLINE, SPECIAL_EXIT, REVOKED.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from mobius.models import Container, Pod
+from mobius.pods.records import ContainerRecord, PodRecord
+
+WAITING = frozenset(
+    {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
+)
+RUNNING = frozenset({"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING", "SUSPENDED"})
+ENDED = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "SPECIAL_EXIT",
+        "REVOKED",
+    }
+)
+
+# Why a pod failed when its job ended before its containers said so themselves.
+_ENDED_REASON = {
+    "CANCELLED": ("SlurmJobCancelled", "the Slurm job was cancelled"),
+    "TIMEOUT": ("DeadlineExceeded", "the Slurm job reached its time limit"),
+    "DEADLINE": ("DeadlineExceeded", "the Slurm job reached its deadline"),
+    "OUT_OF_MEMORY": ("OOMKilled", "the Slurm job ran out of memory"),
+    "NODE_FAIL": ("NodeLost", "the Slurm node running the job failed"),
+    "PREEMPTED": ("Preempted", "the Slurm job was preempted"),
+    "BOOT_FAIL": ("SlurmBootFailed", "the Slurm node failed to boot for the job"),
+    "FAILED": ("SlurmJobFailed", "the Slurm job failed"),
+    "COMPLETED": ("ContainersNotRun", "the Slurm job ended before its containers reported"),
+    "SPECIAL_EXIT": ("SlurmJobFailed", "the Slurm job ended in SPECIAL_EXIT"),
+    "REVOKED": ("SlurmJobRevoked", "the Slurm job was revoked by a sibling cluster"),
+}
+
+
+class JobView(msgspec.Struct, frozen=True):
+    """What squeue said about the pod's job this tick (None in the caller when it is gone)."""
+
+    job_id: str
+    state: str
+    reason: str = ""
+    nodes: str = ""
+
+
+def _condition(
+    kind: str,
+    ok: bool,
+    previous: dict[str, dict[str, Any]],
+    now: str,
+    reason: str | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
+    status = "True" if ok else "False"
+    old = previous.get(kind)
+    since = old.get("lastTransitionTime") if old and old.get("status") == status else None
+    cond: dict[str, Any] = {
+        "type": kind,
+        "status": status,
+        "lastProbeTime": None,
+        "lastTransitionTime": since or now,
+    }
+    if reason:
+        cond["reason"] = reason
+    if message:
+        cond["message"] = message
+    return cond
+
+
+def _container_status(
+    c: Container,
+    rec: ContainerRecord | None,
+    *,
+    ended_reason: str | None,
+    waiting_reason: str,
+    waiting_message: str | None,
+    job_ended: bool,
+) -> dict[str, Any]:
+    st: dict[str, Any] = {
+        "name": c.name,
+        "image": c.image,
+        "imageID": "",
+        "ready": False,
+        "restartCount": rec.restarts if rec else 0,
+        "started": False,
+    }
+    if (
+        rec is not None
+        and rec.exit_code is not None
+        and (job_ended or rec.started_at is None or (rec.finished_at or "") >= rec.started_at)
+    ):
+        code = rec.exit_code
+        reason = "Completed" if code == 0 else "Error"
+        if code == 137 and ended_reason == "OOMKilled":
+            reason = "OOMKilled"
+        term: dict[str, Any] = {"exitCode": code, "reason": reason}
+        if rec.started_at:
+            term["startedAt"] = rec.started_at
+        if rec.finished_at:
+            term["finishedAt"] = rec.finished_at
+        st["state"] = {"terminated": term}
+    elif rec is not None and rec.started_at and not job_ended:
+        st["state"] = {"running": {"startedAt": rec.started_at}}
+        st["ready"] = True
+        st["started"] = True
+    elif job_ended:
+        term = {
+            "exitCode": 137 if ended_reason == "OOMKilled" else 1,
+            "reason": ended_reason or "Error",
+        }
+        if rec is not None and rec.started_at:
+            term["startedAt"] = rec.started_at
+        st["state"] = {"terminated": term}
+    else:
+        waiting: dict[str, Any] = {"reason": waiting_reason}
+        if waiting_message:
+            waiting["message"] = waiting_message
+        st["state"] = {"waiting": waiting}
+    return st
+
+
+def pod_status(
+    pod: Pod,
+    *,
+    job: JobView | None,
+    record: PodRecord,
+    submitted: bool,
+    now: str,
+    host_ip: str | None = None,
+) -> dict[str, Any]:
+    """The full ``status`` Mobius writes for ``pod``.
+
+    ``job`` is None when the pod's job is not (or no longer) in squeue; ``submitted`` says whether
+    a job was ever submitted, to tell "not yet" from "vanished".
+    """
+    previous = {c.get("type", ""): c for c in pod.status.conditions}
+    spec = pod.spec
+    state = job.state if job else None
+    containers = spec.containers
+    recs = record.containers
+    app_exits = [recs[c.name].exit_code if c.name in recs else None for c in containers]
+    all_exited = bool(containers) and all(code is not None for code in app_exits)
+    vanished = submitted and job is None
+    job_ended = state in ENDED or vanished
+
+    phase = "Pending"
+    reason: str | None = None
+    message: str | None = None
+    ended_reason: str | None = None
+    if all_exited and (
+        spec.restart_policy == "Never"
+        or job_ended
+        or (spec.restart_policy == "OnFailure" and all(code == 0 for code in app_exits))
+    ):
+        phase = "Succeeded" if all(code == 0 for code in app_exits) else "Failed"
+    elif job_ended:
+        phase = "Failed"
+        if vanished:
+            ended_reason, message = (
+                "SlurmJobLost",
+                "the Slurm job left the queue without a record of how it ended",
+            )
+        else:
+            ended_reason, message = _ENDED_REASON.get(
+                state or "", ("SlurmJobFailed", f"the Slurm job ended in {state}")
+            )
+        reason = ended_reason
+        if job is not None:
+            message = f"{message} (job {job.job_id})"
+    elif state in RUNNING:
+        phase = "Running"
+    elif state in WAITING or state is None:
+        phase = "Pending"
+    else:
+        phase = "Pending"
+        message = f"unknown Slurm job state {state!r}"
+
+    waiting_reason = "ContainerCreating"
+    waiting_message: str | None = None
+    if state in WAITING and job is not None:
+        waiting_reason = "SlurmJobPending"
+        waiting_message = f"Slurm job {job.job_id} is {state}"
+        if job.reason and job.reason not in ("None", "(null)"):
+            waiting_message += f" ({job.reason})"
+        message = waiting_message
+
+    statuses = [
+        _container_status(
+            c,
+            recs.get(c.name),
+            ended_reason=ended_reason,
+            waiting_reason=waiting_reason,
+            waiting_message=waiting_message,
+            job_ended=job_ended or phase in ("Succeeded", "Failed"),
+        )
+        for c in containers
+    ]
+    init_statuses = [
+        _container_status(
+            c,
+            recs.get(c.name),
+            ended_reason=ended_reason,
+            waiting_reason="PodInitializing",
+            waiting_message=None,
+            job_ended=True
+            if recs.get(c.name, ContainerRecord()).exit_code is not None
+            else job_ended,
+        )
+        for c in spec.init_containers
+    ]
+    running = phase == "Running"
+    all_ready = running and all(s["ready"] for s in statuses)
+    started = record.started_at is not None
+    not_ready_reason = (
+        None
+        if all_ready
+        else ("PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady")
+    )
+    conditions = [
+        _condition("PodScheduled", True, previous, now),
+        _condition("Initialized", started or phase in ("Succeeded", "Failed"), previous, now),
+        _condition("ContainersReady", all_ready, previous, now, reason=not_ready_reason),
+        _condition("Ready", all_ready, previous, now, reason=not_ready_reason),
+    ]
+    status: dict[str, Any] = {
+        "phase": phase,
+        "conditions": conditions,
+        "containerStatuses": statuses,
+        "startTime": pod.status.start_time or now,
+    }
+    if init_statuses:
+        status["initContainerStatuses"] = init_statuses
+    if reason:
+        status["reason"] = reason
+    if message:
+        status["message"] = message
+    if record.pod_ip:
+        status["podIP"] = record.pod_ip
+        status["podIPs"] = [{"ip": record.pod_ip}]
+    if host_ip:
+        status["hostIP"] = host_ip
+        status["hostIPs"] = [{"ip": host_ip}]
+    return status

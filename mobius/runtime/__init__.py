@@ -1,0 +1,19 @@
+"""Container runtimes: how a job script creates a pod sandbox and runs containers in it.
+
+Each runtime renders shell fragments for :mod:`mobius.pods.script`; none runs anything itself.
+Every value that comes from a pod spec is quoted with :func:`shlex.quote` before it reaches the
+shell, so no pod field can change what the script executes.
+"""
+
+from mobius.runtime.base import ContainerRun, Runtime
+from mobius.runtime.podman import Podman
+
+__all__ = ["ContainerRun", "Podman", "Runtime", "runtime_named"]
+
+
+def runtime_named(name: str, *, flags: tuple[str, ...] = ()) -> Runtime:
+    from mobius.errors import ConfigError
+
+    if name == "podman":
+        return Podman(global_flags=flags)
+    raise ConfigError(f"unknown container runtime {name!r}: use 'podman'")

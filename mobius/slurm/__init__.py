@@ -1,0 +1,1 @@
+"""Slurm adapter: client commands, submission, status polling and a private test cluster."""

@@ -1,0 +1,118 @@
+"""Slurm client commands (sbatch, squeue, scancel, sinfo) run as subprocesses.
+
+Every call goes through :func:`run_slurm`, which translates failures into SlurmCommandError
+carrying argv, exit code and stderr. Output parsing of squeue is delegated to ``mobius._fast``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import msgspec
+import trio
+
+from mobius._fast import SQUEUE_FORMAT, SqueueRow, parse_squeue
+from mobius.errors import ParseError, SlurmCommandError
+
+
+class SlurmClient:
+    """Runs Slurm commands with a fixed extra environment (e.g. SLURM_CONF of a private cluster)."""
+
+    def __init__(self, *, env: Mapping[str, str] | None = None, timeout: float = 60.0):
+        self.extra_env = dict(env or {})
+        self.timeout = timeout
+        self._env = {**os.environ, **self.extra_env}
+
+    def __repr__(self) -> str:
+        return f"<SlurmClient {self.extra_env}>"
+
+    async def run(self, argv: Sequence[str], *, stdin: bytes | None = None) -> str:
+        try:
+            with trio.fail_after(self.timeout):
+                proc = await trio.run_process(
+                    list(argv), stdin=stdin, capture_stdout=True, capture_stderr=True,
+                    check=False, env=self._env,
+                )
+        except trio.TooSlowError as exc:
+            raise SlurmCommandError(argv, -1, f"timed out after {self.timeout}s") from exc
+        except OSError as exc:
+            raise SlurmCommandError(argv, -1, f"cannot run {argv[0]}: {exc}") from exc
+        if proc.returncode != 0:
+            raise SlurmCommandError(argv, proc.returncode, proc.stderr.decode(errors="replace"))
+        return proc.stdout.decode(errors="replace")
+
+    async def sbatch(self, script: str, args: Sequence[str]) -> str:
+        """Submit ``script`` (fed on stdin); return the job id."""
+        out = await self.run(["sbatch", *args], stdin=script.encode())
+        job_id = out.strip().split(";", 1)[0]
+        if not job_id.isdigit():
+            raise ParseError("sbatch --parsable output", out)
+        return job_id
+
+    async def sbatch_file(self, path: str, args: Sequence[str]) -> str:
+        """Submit the script at ``path``; return the job id."""
+        out = await self.run(["sbatch", *args, path])
+        job_id = out.strip().split(";", 1)[0]
+        if not job_id.isdigit():
+            raise ParseError("sbatch --parsable output", out)
+        return job_id
+
+    async def squeue(self) -> list[SqueueRow]:
+        """All of this user's jobs in every state, in one call."""
+        out = await self.run(
+            ["squeue", "--noheader", "--me", "--states=all", f"--format={SQUEUE_FORMAT}"]
+        )
+        return parse_squeue(out)
+
+    async def scancel(self, job_id: str, *, signal: str | None = None, batch_only: bool = False) -> None:
+        argv = ["scancel"]
+        if signal:
+            argv.append(f"--signal={signal}")
+        if batch_only:
+            argv.append("--batch")
+        await self.run([*argv, job_id])
+
+    async def capacity(self) -> Capacity:
+        """What the cluster offers: total CPUs and memory, largest node, partitions."""
+        out = await self.run(["sinfo", "--noheader", "--Node", "--format=%N|%c|%m|%P"])
+        return parse_capacity(out)
+
+
+class Capacity(msgspec.Struct, frozen=True):
+    nodes: int
+    cpus: int
+    memory_mb: int
+    max_node_cpus: int
+    max_node_memory_mb: int
+    partitions: tuple[str, ...]
+
+
+def parse_capacity(text: str) -> Capacity:
+    seen: dict[str, tuple[int, int]] = {}
+    partitions: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("|")
+        if len(parts) != 4:
+            raise ParseError("sinfo output", line, lineno)
+        node, cpus, mem, part = parts
+        try:
+            seen[node] = (int(cpus), int(mem.rstrip("+")))
+        except ValueError:
+            raise ParseError("sinfo output", line, lineno) from None
+        name = part.rstrip("*")
+        if name not in partitions:
+            partitions.append(name)
+    return Capacity(
+        nodes=len(seen),
+        cpus=sum(c for c, _ in seen.values()),
+        memory_mb=sum(m for _, m in seen.values()),
+        max_node_cpus=max((c for c, _ in seen.values()), default=0),
+        max_node_memory_mb=max((m for _, m in seen.values()), default=0),
+        partitions=tuple(partitions),
+    )
+
+
+__all__ = ["Capacity", "SlurmClient", "SqueueRow", "parse_capacity"]

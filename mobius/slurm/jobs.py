@@ -1,0 +1,285 @@
+"""Pods -> Slurm jobs: submit new pods, cancel deleted ones, recover the mapping after restarts.
+
+One task consumes pod UIDs from the watch and decides, per pod, what the job side must do:
+
+* bound, not terminal, no job yet   -> render the script, ``sbatch`` (capped concurrency);
+* being deleted                     -> signal the job, wait the grace period, cancel, then
+                                       remove the pod object and its files;
+* gone from the API                 -> cancel what is left and remove its files.
+
+A pod whose spec cannot run gets a job entry with an error instead of a job id; the status
+poller turns that into a Failed pod, and a Warning event tells the user what to change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import NoReturn
+
+import msgspec
+import trio
+
+from mobius.errors import ApiError, ApiUnreachable, InvalidPodSpec, NotFound, SlurmCommandError
+from mobius.kube.client import KubeClient
+from mobius.kube.events import emit_event
+from mobius.models import Pod
+from mobius.pods.script import job_name, render_job
+from mobius.runtime.base import Runtime
+from mobius.slurm.commands import SlurmClient
+from mobius.state import Job, JobTable, PodPaths, PodStore
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+class JobSettings(msgspec.Struct, frozen=True):
+    node_name: str
+    partition: str | None = None
+    sbatch_concurrency: int = 8
+
+
+async def recover_jobs(slurm: SlurmClient, jobs: JobTable, paths: PodPaths) -> int:
+    """Refill ``jobs`` from squeue (job names carry pod UIDs) and the pods' job id files."""
+    found = 0
+    if paths.root.is_dir():
+        for entry in os.scandir(paths.root):
+            try:
+                job_id = paths.job_id_file(entry.name).read_text().strip()
+            except OSError:
+                continue
+            if job_id:
+                jobs.set(entry.name, Job(job_id=job_id, submitted_at=0.0))
+                found += 1
+    for row in await slurm.squeue():
+        if row.name.startswith("mobius-"):
+            uid = row.name.removeprefix("mobius-")
+            current = jobs.get(uid)
+            if current is None or current.job_id != row.job_id:
+                jobs.set(uid, Job(job_id=row.job_id, submitted_at=0.0))
+                found += 1
+    return found
+
+
+def _write_private(path: os.PathLike[str] | str, text: str) -> None:
+    tmp = f"{os.fspath(path)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+async def submit_pod(
+    pod: Pod,
+    *,
+    slurm: SlurmClient,
+    kube: KubeClient,
+    jobs: JobTable,
+    paths: PodPaths,
+    runtime: Runtime,
+    settings: JobSettings,
+) -> None:
+    uid = pod.metadata.uid
+    pod_dir = paths.pod_dir(uid)
+    try:
+        spec = render_job(pod, pod_dir=str(pod_dir), runtime=runtime, partition=settings.partition)
+    except InvalidPodSpec as exc:
+        jobs.set(uid, Job(job_id="", error=str(exc), reason="InvalidPodSpec"))
+        await emit_event(
+            kube,
+            pod,
+            reason="InvalidPodSpec",
+            type="Warning",
+            message=str(exc),
+            host=settings.node_name,
+        )
+        return
+
+    def prepare() -> None:
+        (pod_dir / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(pod_dir, 0o700)
+        _write_private(pod_dir / "job.sh", spec.script)
+
+    await trio.to_thread.run_sync(prepare)
+    delay = 1.0
+    while True:
+        try:
+            job_id = await slurm.sbatch_file(str(pod_dir / "job.sh"), spec.sbatch_args)
+            break
+        except SlurmCommandError as exc:
+            if not _retryable(exc) or delay > 60:
+                jobs.set(
+                    uid,
+                    Job(
+                        job_id="",
+                        error=f"sbatch refused the job: {exc.stderr}",
+                        reason="SlurmSubmitFailed",
+                    ),
+                )
+                await emit_event(
+                    kube,
+                    pod,
+                    reason="SlurmSubmitFailed",
+                    type="Warning",
+                    message=f"sbatch refused the job: {exc.stderr}",
+                    host=settings.node_name,
+                )
+                return
+            log.warning("sbatch for %s failed (%s); retrying in %.0fs", pod.key, exc, delay)
+            await trio.sleep(delay)
+            delay *= 2
+    jobs.set(uid, Job(job_id=job_id, submitted_at=trio.current_time()))
+    await trio.to_thread.run_sync(_write_private, paths.job_id_file(uid), job_id + "\n")
+    await emit_event(
+        kube,
+        pod,
+        reason="Submitted",
+        message=f"Submitted as Slurm job {job_id}",
+        host=settings.node_name,
+    )
+
+
+def _retryable(exc: SlurmCommandError) -> bool:
+    text = exc.stderr.lower()
+    permanent = (
+        "invalid partition",
+        "invalid account",
+        "invalid qos",
+        "requested node configuration",
+        "memory specification",
+        "more processors than",
+        "invalid generic resource",
+    )
+    return not any(p in text for p in permanent)
+
+
+async def delete_pod(
+    pod: Pod,
+    *,
+    slurm: SlurmClient,
+    kube: KubeClient,
+    jobs: JobTable,
+    paths: PodPaths,
+) -> None:
+    """Graceful delete: TERM to the batch script (it stops the sandbox), wait, cancel, remove."""
+    uid = pod.metadata.uid
+    job = jobs.get(uid)
+    grace = pod.metadata.deletion_grace_period_seconds
+    grace = 30 if grace is None else grace
+    if job is not None and job.job_id:
+        try:
+            await slurm.scancel(job.job_id, signal="TERM", batch_only=True)
+            with trio.move_on_after(grace):
+                while await _job_active(slurm, job.job_id):
+                    await trio.sleep(0.5)
+            await slurm.scancel(job.job_id)
+        except SlurmCommandError as exc:
+            log.info("cancelling job %s of %s: %s", job.job_id, pod.key, exc)
+    try:
+        ns, name = pod.metadata.namespace, pod.metadata.name
+        await kube.request(
+            "DELETE",
+            f"/api/v1/namespaces/{ns}/pods/{name}",
+            body={
+                "kind": "DeleteOptions",
+                "apiVersion": "v1",
+                "gracePeriodSeconds": 0,
+                "preconditions": {"uid": uid},
+            },
+        )
+    except (NotFound, ApiError, ApiUnreachable) as exc:
+        if not isinstance(exc, NotFound):
+            log.warning("could not finish deleting %s: %s", pod.key, exc)
+
+
+async def _job_active(slurm: SlurmClient, job_id: str) -> bool:
+    rows = await slurm.squeue()
+    return any(
+        r.job_id == job_id
+        and r.state in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "SIGNALING")
+        for r in rows
+    )
+
+
+async def forget_pod(uid: str, *, slurm: SlurmClient, jobs: JobTable, paths: PodPaths) -> None:
+    job = jobs.forget(uid)
+    if job is not None and job.job_id:
+        try:
+            await slurm.scancel(job.job_id)
+        except SlurmCommandError as exc:
+            log.info("cancelling job %s of removed pod %s: %s", job.job_id, uid, exc)
+    await trio.to_thread.run_sync(lambda: shutil.rmtree(paths.pod_dir(uid), ignore_errors=True))
+
+
+async def serve_jobs(
+    kube: KubeClient,
+    slurm: SlurmClient,
+    *,
+    store: PodStore,
+    jobs: JobTable,
+    paths: PodPaths,
+    runtime: Runtime,
+    settings: JobSettings,
+    changes: trio.MemoryReceiveChannel[str],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    limiter = trio.CapacityLimiter(settings.sbatch_concurrency)
+    busy: dict[str, str] = {}  # UID -> the action in flight for it
+    deleted: set[str] = set()  # deletes done, waiting for the watch to see the pod go
+
+    def decide(uid: str) -> tuple[str, Pod] | None:
+        pod = store.get(uid)
+        if pod is None:
+            deleted.discard(uid)
+            return ("forget", Pod()) if uid in jobs else None
+        if pod.metadata.deletion_timestamp:
+            return None if uid in deleted else ("delete", pod)
+        if uid not in jobs and pod.status.phase not in TERMINAL:
+            return "submit", pod
+        return None
+
+    async def act(uid: str, action: str, pod: Pod) -> None:
+        try:
+            if action == "submit":
+                async with limiter:
+                    await submit_pod(
+                        pod,
+                        slurm=slurm,
+                        kube=kube,
+                        jobs=jobs,
+                        paths=paths,
+                        runtime=runtime,
+                        settings=settings,
+                    )
+            elif action == "delete":
+                await delete_pod(pod, slurm=slurm, kube=kube, jobs=jobs, paths=paths)
+                deleted.add(uid)
+            else:
+                await forget_pod(uid, slurm=slurm, jobs=jobs, paths=paths)
+        except* (ApiError, ApiUnreachable, SlurmCommandError, OSError) as group:
+            log.error("%s of pod %s failed: %s", action, uid, group.exceptions)
+        finally:
+            del busy[uid]
+        # Whatever arrived while this action ran (a delete during a submit) is acted on now.
+        start(uid, nursery_ref[0])
+
+    def start(uid: str, nursery: trio.Nursery) -> None:
+        if uid in busy:
+            return
+        todo = decide(uid)
+        if todo is not None:
+            busy[uid] = todo[0]
+            nursery.start_soon(act, uid, *todo)
+
+    nursery_ref: list[trio.Nursery] = []
+    async with trio.open_nursery() as nursery:
+        nursery_ref.append(nursery)
+        task_status.started()
+        async for uid in changes:
+            start(uid, nursery)
+    raise AssertionError("pod change channel closed")
+
+
+__all__ = ["JobSettings", "job_name", "recover_jobs", "serve_jobs"]

@@ -1,0 +1,48 @@
+"""Both twins of every ``mobius._fast`` parser, for tests that must hold for each.
+
+The compiled twin is skipped when it was not built, unless ``MOBIUS_REQUIRE_EXTENSIONS=1``
+(CI, release builds): then a missing extension fails the tests instead of hiding.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from types import ModuleType
+
+import pytest
+
+from mobius._fast import SqueueRow
+from mobius._fast import _squeue_py
+
+Parser = Callable[[str], list[SqueueRow]]
+
+
+def extensions_required() -> bool:
+    return os.environ.get("MOBIUS_REQUIRE_EXTENSIONS", "") not in ("", "0")
+
+
+def compiled_module(name: str) -> ModuleType:
+    """The compiled twin ``mobius._fast.<name>``: skips, or fails if extensions are required."""
+    try:
+        return importlib.import_module(f"mobius._fast.{name}")
+    except ImportError as exc:
+        if extensions_required():
+            pytest.fail(f"MOBIUS_REQUIRE_EXTENSIONS is set but mobius._fast.{name} is not built: {exc}")
+        pytest.skip(f"mobius._fast.{name} is not built: {exc}")
+
+
+@pytest.fixture(scope="session")
+def compiled_parser() -> Parser:
+    parse: Parser = compiled_module("_squeue").parse_squeue
+    return parse
+
+
+@pytest.fixture(scope="session", params=["python", "compiled"])
+def parser(request: pytest.FixtureRequest) -> Parser:
+    """``parse_squeue`` of each twin (session-scoped, so hypothesis may use it too)."""
+    if request.param == "python":
+        return _squeue_py.parse_squeue
+    parse: Parser = compiled_module("_squeue").parse_squeue
+    return parse

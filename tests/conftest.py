@@ -1,0 +1,120 @@
+"""Session fixtures: the whole Mobius stack, started the way users start it (``mobius up``).
+
+The stack (etcd, kube-apiserver, kube-controller-manager, a private Slurm, the kubelet) runs as
+one ``python -m mobius up`` child on private ports under a temp folder, and is stopped with
+SIGTERM at the end of the session, after which no process of it may remain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Stack:
+    """A running ``mobius up``: its home folder, kubeconfig and a kubectl helper."""
+
+    def __init__(self, home: Path, process: subprocess.Popen[bytes], log: Path):
+        self.home = home
+        self.process = process
+        self.log = log
+        self.kubeconfig = home / "kubeconfig"
+        self.kubectl_path = home / "bin" / "kubectl"
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> str:
+        proc = subprocess.run(
+            [str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}\n{self.log_tail()}")
+        return proc.stdout
+
+    def get_json(self, *args: str) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.kubectl("get", *args, "-o", "json"))  # type: ignore[no-any-return]
+
+    def wait_for(self, what: str, predicate, timeout: float = 120, interval: float = 0.5):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"timed out waiting for {what}; last: {last!r}\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """``mobius up`` on private ports; skipped only if the Kubernetes binaries are missing."""
+    bin_dir = Path(os.environ.get("MOBIUS_KUBE_BIN", Path("~/.cache/mobius/bin").expanduser()))
+    if not (bin_dir / "kube-apiserver").exists():
+        pytest.fail(f"no kube-apiserver in {bin_dir}: run `make setup` first")
+    # Short base folder: Unix socket paths (munge) must stay under 108 bytes.
+    home = Path(tempfile.mkdtemp(prefix="mobius-e2e-"))
+    log = home / "up.log"
+    argv = [sys.executable, "-m", "mobius", "up", "--home", str(home), "--private-slurm",
+            "--apiserver-port", str(_free_port()), "--kubelet-port", str(_free_port())]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "MOBIUS_KUBE_BIN": str(bin_dir)})
+    s = Stack(home, process, log)
+    try:
+        s.wait_for("mobius up to be ready",
+                   lambda: process.poll() is None and "Mobius is up" in log.read_text(errors="replace")
+                   or (process.poll() is not None and _raise(f"mobius up exited {process.returncode}\n{s.log_tail()}")),
+                   timeout=240)
+        yield s
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        leftovers = _processes_mentioning(str(home))
+        for pid in leftovers:
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
+        assert not leftovers, f"processes left behind by mobius up: {leftovers}"
+
+
+def _raise(message: str) -> bool:
+    raise AssertionError(message)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
