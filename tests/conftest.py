@@ -84,7 +84,7 @@ def stack() -> Iterator[Stack]:
     s = Stack(home, process, log)
     try:
         s.wait_for("mobius up to be ready",
-                   lambda: process.poll() is None and "Mobius is up" in log.read_text(errors="replace")
+                   lambda: (process.poll() is None and "Mobius is up" in log.read_text(errors="replace"))
                    or (process.poll() is not None and _raise(f"mobius up exited {process.returncode}\n{s.log_tail()}")),
                    timeout=240)
         yield s

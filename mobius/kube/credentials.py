@@ -51,9 +51,9 @@ def load_credentials(kubeconfig: str | os.PathLike[str] | None = None) -> Creden
             or Path("~/.kube/config").expanduser().exists()
         ):
             path = os.fspath(kubeconfig) if kubeconfig is not None else None
-            config.load_kube_config(config_file=path, client_configuration=cfg)
+            config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
         else:
-            config.load_incluster_config(client_configuration=cfg)
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     except (ConfigException, OSError, TypeError, ValueError) as exc:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config or in-cluster"
         raise ConfigError(f"cannot load Kubernetes credentials from {where}: {exc}") from exc

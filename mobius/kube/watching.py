@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 import trio
@@ -72,7 +72,7 @@ async def list_and_watch(
         try:
             if not resource_version:
                 body = await kube.request("GET", path, params=base)
-                listed = list_decoder.decode(body)
+                listed: Any = list_decoder.decode(body)
                 resource_version = listed.metadata.resource_version
                 await on_list(listed.items)
                 if not started:

@@ -9,7 +9,6 @@ server can verify it (``--kubelet-certificate-authority``).
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from typing import NoReturn
 
@@ -22,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from mobius.errors import ConfigError
 from mobius.state import PodPaths, PodStore
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,7 @@ async def serve_kubelet_api(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     for f in (settings.cert_file, settings.key_file, settings.client_ca_file):
-        if not os.path.exists(f):
-            from mobius.errors import ConfigError
-
+        if not await trio.Path(f).exists():
             raise ConfigError(
                 f"kubelet API: {f} does not exist (set the serving cert, key and client CA)"
             )

@@ -7,6 +7,7 @@ lifecycle controller watches); the full node status is refreshed less often, as 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import socket
@@ -112,10 +113,9 @@ def node_status(settings: NodeSettings, capacity: Capacity, *, since: str) -> di
 
 
 async def _register(kube: KubeClient, settings: NodeSettings, capacity: Capacity) -> None:
-    try:
+    # Registered before (a restart): keep the object; the caller refreshes its status.
+    with contextlib.suppress(Conflict):
         await kube.create("/api/v1/nodes", node_object(settings, capacity))
-    except Conflict:
-        pass  # registered before (a restart): keep the object, refresh its status below
 
 
 async def _renew_lease(kube: KubeClient, settings: NodeSettings, node_uid: str) -> None:

@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 
 from mobius.errors import InvalidPodSpec
 
-_SUFFIX = {
+_SUFFIX: dict[str, int | Decimal] = {
     "Ki": 1024,
     "Mi": 1024**2,
     "Gi": 1024**3,

@@ -172,7 +172,7 @@ async def delete_pod(
         try:
             await slurm.scancel(job.job_id, signal="TERM", batch_only=True)
             with trio.move_on_after(grace):
-                while await _job_active(slurm, job.job_id):
+                while await _job_active(slurm, job.job_id):  # noqa: ASYNC110 (Slurm has no push)
                     await trio.sleep(0.5)
             await slurm.scancel(job.job_id)
         except SlurmCommandError as exc:

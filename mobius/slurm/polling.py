@@ -48,6 +48,10 @@ def read_ctl(ctl: Path) -> dict[str, str]:
     return files
 
 
+def _read_records(paths: PodPaths, uids: list[str]) -> list[PodRecord]:
+    return [pod_record(read_ctl(paths.ctl_dir(uid))) for uid in uids]
+
+
 def fingerprint(status: dict[str, Any]) -> bytes:
     """The status without transition times: what decides whether a write is needed."""
     conds = [
@@ -88,9 +92,7 @@ async def serve_status_poller(
             ):
                 continue
             work.append((uid, pod, job))
-        records: list[PodRecord] = await trio.to_thread.run_sync(
-            lambda: [pod_record(read_ctl(paths.ctl_dir(uid))) for uid, _, _ in work]
-        )
+        records = await trio.to_thread.run_sync(_read_records, paths, [uid for uid, _, _ in work])
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for (uid, pod, job), record in zip(work, records, strict=True):
             if job.error:

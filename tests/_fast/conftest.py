@@ -13,8 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from mobius._fast import SqueueRow
-from mobius._fast import _squeue_py
+from mobius._fast import SqueueRow, _squeue_py
 
 Parser = Callable[[str], list[SqueueRow]]
 

@@ -249,6 +249,18 @@ def test_compiled_twin_equals_the_reference(compiled_parser: Parser, text: str) 
     assert outcome(compiled_parser, text) == outcome(_squeue_py.parse_squeue, text)
 
 
+@settings(max_examples=1000)
+@given(
+    job_id=st.one_of(job_ids, near_job_ids, _FIELD),
+    state=st.one_of(states, near_states, _FIELD),
+)
+def test_twins_agree_on_job_ids_and_states(
+    compiled_parser: Parser, job_id: str, state: str
+) -> None:
+    text = f"1|RUNNING|None|N/A|N/A|n1|first\n{job_id}|{state}|None|N/A|N/A|n1|second"
+    assert outcome(compiled_parser, text) == outcome(_squeue_py.parse_squeue, text)
+
+
 @given(lines=st.lists(rows(), max_size=20), trailing=st.booleans())
 def test_valid_rows_round_trip(parser: Parser, lines: list[SqueueRow], trailing: bool) -> None:
     text = "\n".join(line_of(row) for row in lines) + ("\n" if trailing else "")
