@@ -56,7 +56,7 @@ class ExtensionsRequired(Exception):
     """An extension failed to build and MOBIUS_REQUIRE_EXTENSIONS is set."""
 
 
-class optional_build_ext(build_ext):  # noqa: N801 (named like the command it replaces)
+class optional_build_ext(build_ext):  # named like the command it replaces
     """Cythonize, then compile; on failure warn and go on, unless extensions are required."""
 
     def run(self) -> None:

@@ -38,10 +38,10 @@ class Stack:
         self.kubeconfig = home / "kubeconfig"
         self.kubectl_path = home / "bin" / "kubectl"
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> str:
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60, stdin: str | None = None) -> str:
         proc = subprocess.run(
             [str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            capture_output=True, text=True, timeout=timeout, check=False, input=stdin,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}\n{self.log_tail()}")

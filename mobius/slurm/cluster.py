@@ -90,6 +90,8 @@ class PrivateSlurmSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"nodes must be at least 1, not {self.nodes}")
         if self.cpus_per_node is not None and self.cpus_per_node < 1:
             raise ConfigError(f"cpus_per_node must be at least 1, not {self.cpus_per_node}")
+        if self.ready_timeout <= 0:
+            raise ConfigError(f"ready_timeout must be positive, not {self.ready_timeout}")
         if self.memory_mb_per_node is not None and self.memory_mb_per_node < 1:
             raise ConfigError(
                 f"memory_mb_per_node must be at least 1, not {self.memory_mb_per_node}"
@@ -145,24 +147,27 @@ async def serve_private_slurm(
     )
     env = {**os.environ, **cluster.env}
     daemons: list[_Daemon] = []
+    waiting: _Daemon | None = None
     try:
         async with trio.open_nursery() as nursery:
             try:
                 with trio.move_on_after(settings.ready_timeout) as startup:
-                    for daemon, probe in _daemons(layout, env):
-                        daemons.append(daemon)
-                        await nursery.start(daemon.run)
-                        await daemon.wait_ready(probe)
+                    for stage in _stages(layout, env):
+                        for daemon, _ in stage:
+                            daemons.append(daemon)
+                            await nursery.start(daemon.run)
+                        for daemon, probe in stage:
+                            waiting = daemon
+                            await daemon.wait_ready(probe)
+                            daemon.ready = True
                 if startup.cancelled_caught:
-                    late = daemons[-1]
+                    late = waiting or daemons[-1]
                     raise StartupError(
                         await late.describe(
                             f"was not ready within {settings.ready_timeout:.0f} s "
                             f"(last check: {late.last_check})"
                         )
                     )
-                for daemon in daemons:
-                    daemon.ready = True
                 log.info("private Slurm ready: SLURM_CONF=%s", layout.conf)
                 task_status.started(cluster)
                 await trio.sleep_forever()
@@ -175,8 +180,9 @@ async def serve_private_slurm(
             await trio.to_thread.run_sync(_clean_up, layout)
 
 
-def _daemons(layout: _Layout, env: Mapping[str, str]) -> list[tuple[_Daemon, _Probe]]:
-    """The daemons in start order, each with the check that says it is ready."""
+def _stages(layout: _Layout, env: Mapping[str, str]) -> list[list[tuple[_Daemon, _Probe]]]:
+    """The daemons in start order, each with the check that says it is ready; the daemons of
+    one stage start together, the next stage once all of them are ready."""
     conf = str(layout.conf)
     munged = _Daemon(
         "munged",
@@ -206,10 +212,7 @@ def _daemons(layout: _Layout, env: Mapping[str, str]) -> list[tuple[_Daemon, _Pr
             f"that {layout.conf} is valid."
         ),
     )
-    daemons: list[tuple[_Daemon, _Probe]] = [
-        (munged, partial(_socket_exists, layout.munge_socket)),
-        (slurmctld, partial(_controller_answers, env)),
-    ]
+    slurmds: list[tuple[_Daemon, _Probe]] = []
     for node, port in layout.nodes.items():
         slurmd = _Daemon(
             f"slurmd {node}",
@@ -220,8 +223,12 @@ def _daemons(layout: _Layout, env: Mapping[str, str]) -> list[tuple[_Daemon, _Pr
                 f"{layout.logs / 'slurmctld.log'}."
             ),
         )
-        daemons.append((slurmd, partial(_node_idle, env, node)))
-    return daemons
+        slurmds.append((slurmd, partial(_node_idle, env, node)))
+    return [
+        [(munged, partial(_socket_exists, layout.munge_socket))],
+        [(slurmctld, partial(_controller_answers, env))],
+        slurmds,
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,7 +247,7 @@ class _Daemon:
         self.hint = hint
         self.output_to_log = output_to_log
         self.started = False
-        self.ready = False
+        self.ready = False  # its readiness check passed
         self.expect_exit = False  # set before `scontrol shutdown`
         self.last_check = "no answer yet"
         # Outer cancellation must not reach the process: `stop` decides when it ends.
@@ -285,7 +292,7 @@ class _Daemon:
                 return
             reason = _exit_reason(result.returncode)
             if self.ready:
-                reason += " after the cluster was ready"
+                reason += " after it was ready"
             raise StartupError(await self.describe(reason))
         finally:
             self._exited.set()
@@ -341,7 +348,7 @@ async def _stop(daemons: Sequence[_Daemon], env: Mapping[str, str], layout: _Lay
     """Cancel all jobs, ``scontrol shutdown``, then end whatever is left, newest first."""
     try:
         slurm = [d for d in daemons if d.name != "munged"]
-        if slurm and slurm[0].running:  # slurmctld answers
+        if slurm and slurm[0].running and slurm[0].ready:  # else client commands just hang
             with trio.move_on_after(_JOBS_GONE_TIMEOUT):
                 await _run_client(["scancel", f"--partition={layout.partition}"], env)
                 await _poll(partial(_no_steps_left, layout.conf))

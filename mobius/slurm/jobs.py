@@ -170,7 +170,9 @@ async def delete_pod(
     grace = 30 if grace is None else grace
     if job is not None and job.job_id:
         try:
-            await slurm.scancel(job.job_id, signal="TERM", batch_only=True)
+            if await _job_state(slurm, job.job_id) not in ("PENDING", "REQUEUED", "REQUEUE_HOLD"):
+                # Running: the script's TERM trap stops the containers within the grace period.
+                await slurm.scancel(job.job_id, signal="TERM", batch_only=True)
             with trio.move_on_after(grace):
                 while await _job_active(slurm, job.job_id):  # noqa: ASYNC110 (Slurm has no push)
                     await trio.sleep(0.5)
@@ -194,13 +196,15 @@ async def delete_pod(
             log.warning("could not finish deleting %s: %s", pod.key, exc)
 
 
+async def _job_state(slurm: SlurmClient, job_id: str) -> str | None:
+    return next((r.state for r in await slurm.squeue() if r.job_id == job_id), None)
+
+
+_LIVE = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "SIGNALING", "STAGE_OUT")
+
+
 async def _job_active(slurm: SlurmClient, job_id: str) -> bool:
-    rows = await slurm.squeue()
-    return any(
-        r.job_id == job_id
-        and r.state in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "SIGNALING")
-        for r in rows
-    )
+    return await _job_state(slurm, job_id) in _LIVE
 
 
 async def forget_pod(uid: str, *, slurm: SlurmClient, jobs: JobTable, paths: PodPaths) -> None:

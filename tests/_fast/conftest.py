@@ -28,7 +28,9 @@ def compiled_module(name: str) -> ModuleType:
         return importlib.import_module(f"mobius._fast.{name}")
     except ImportError as exc:
         if extensions_required():
-            pytest.fail(f"MOBIUS_REQUIRE_EXTENSIONS is set but mobius._fast.{name} is not built: {exc}")
+            pytest.fail(
+                f"MOBIUS_REQUIRE_EXTENSIONS is set but mobius._fast.{name} is not built: {exc}"
+            )
         pytest.skip(f"mobius._fast.{name} is not built: {exc}")
 
 

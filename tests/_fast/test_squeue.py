@@ -42,31 +42,56 @@ EXPECTED = [
         "0c5e4a4e-7d1c-4c7b-9a43-0f6b1f1f2d3a",
     ),
     SqueueRow(
-        "123_4", "RUNNING", "None", "2024-06-01T12:00:05", "2024-06-01T13:00:05", "gpu017",
+        "123_4",
+        "RUNNING",
+        "None",
+        "2024-06-01T12:00:05",
+        "2024-06-01T13:00:05",
+        "gpu017",
         "array task",
     ),
     SqueueRow("123_[5-9]", "PENDING", "Priority", "N/A", "N/A", "", "array pending"),
     SqueueRow(
-        "123_[10-99:3%4]", "PENDING", "Resources", "2024-06-03T00:00:00", "2024-06-03T01:00:00",
-        "", "throttled range",
+        "123_[10-99:3%4]",
+        "PENDING",
+        "Resources",
+        "2024-06-03T00:00:00",
+        "2024-06-03T01:00:00",
+        "",
+        "throttled range",
     ),
     SqueueRow(
         "77+0", "RUNNING", "None", "2024-06-01T11:00:00", "2024-06-01T12:00:00", "node005", "het"
     ),
     SqueueRow(
-        "77+1", "RUNNING", "None", "2024-06-01T11:00:00", "2024-06-01T12:00:00", "gpu[001,003]",
+        "77+1",
+        "RUNNING",
+        "None",
+        "2024-06-01T11:00:00",
+        "2024-06-01T12:00:00",
+        "gpu[001,003]",
         "het",
     ),
     SqueueRow(
         "4000002", "PENDING", "ReqNodeNotAvail, UnavailableNodes:n1", "N/A", "N/A", "", "a|b||c"
     ),
     SqueueRow(
-        "4000003", "CANCELLED", "(null)", "2024-06-01T10:00:00", "2024-06-01T10:05:00", "node002",
+        "4000003",
+        "CANCELLED",
+        "(null)",
+        "2024-06-01T10:00:00",
+        "2024-06-01T10:05:00",
+        "node002",
         "",
     ),
     SqueueRow(
-        "4000004", "COMPLETING", "NonZeroExitCode", "2024-06-01T09:00:00", "2024-06-01T09:30:00",
-        "node003", " spaced |",
+        "4000004",
+        "COMPLETING",
+        "NonZeroExitCode",
+        "2024-06-01T09:00:00",
+        "2024-06-01T09:30:00",
+        "node003",
+        " spaced |",
     ),
 ]
 
@@ -176,8 +201,12 @@ reasons = st.one_of(
 )
 times = st.one_of(
     st.just("N/A"),
-    st.builds("2024-06-{:02d}T{:02d}:{:02d}:00".format, st.integers(1, 30), st.integers(0, 23),
-              st.integers(0, 59)),
+    st.builds(
+        "2024-06-{:02d}T{:02d}:{:02d}:00".format,
+        st.integers(1, 30),
+        st.integers(0, 23),
+        st.integers(0, 59),
+    ),
     _FIELD,
 )
 names = st.text(_NOT_NEWLINE, max_size=40)
@@ -186,7 +215,12 @@ names = st.text(_NOT_NEWLINE, max_size=40)
 @st.composite
 def rows(draw: st.DrawFn) -> SqueueRow:
     return SqueueRow(
-        draw(job_ids), draw(states), draw(reasons), draw(times), draw(times), draw(_FIELD),
+        draw(job_ids),
+        draw(states),
+        draw(reasons),
+        draw(times),
+        draw(times),
+        draw(_FIELD),
         draw(names),
     )
 
@@ -206,7 +240,7 @@ def near_misses(draw: st.DrawFn, valid: st.SearchStrategy[str], pieces: str) -> 
     return value
 
 
-near_job_ids = near_misses(job_ids, "0123456789_[]+,:%- x١")
+near_job_ids = near_misses(job_ids, "0123456789_[]+,:%- x\u0661")  # U+0661: ARABIC-INDIC DIGIT ONE
 near_states = near_misses(states, "AZ_a -É0")
 
 
@@ -225,9 +259,7 @@ def bad_lines(draw: st.DrawFn) -> str:
 
 
 outputs = st.one_of(
-    st.lists(st.one_of(rows().map(line_of), bad_lines(), st.just("")), max_size=12).map(
-        "\n".join
-    ),
+    st.lists(st.one_of(rows().map(line_of), bad_lines(), st.just("")), max_size=12).map("\n".join),
     st.text(st.sampled_from("0123456789_[]+,-:%|ABZ_az\n é🚀"), max_size=80),
     st.text(),
 )
@@ -273,7 +305,10 @@ def test_valid_rows_round_trip(parser: Parser, lines: list[SqueueRow], trailing:
 def _selected(env: dict[str, str]) -> str:
     code = "import mobius._fast as f; print(f.COMPILED, f.parse_squeue.__module__)"
     done = subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
         check=True,
     )
     return done.stdout.strip()

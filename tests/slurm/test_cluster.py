@@ -12,6 +12,7 @@ import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from signal import SIGKILL
 
 import pytest
 import trio
@@ -139,7 +140,6 @@ async def test_stopping_leaves_no_process_behind(tmp_path: Path) -> None:
         assert names[:4] == ["munged", "slurmctld", "slurmd", "slurmd"]
         assert any(cmd.startswith("slurmstepd") for cmd in running.values())
     assert processes_of(root, conf) == {}
-    assert not await slurm_reachable(slurm.env)
 
 
 async def test_restart_on_the_same_root_keeps_job_records(tmp_path: Path) -> None:
@@ -172,6 +172,35 @@ async def test_slurmctld_that_cannot_bind_its_port_is_a_startup_error(
             ),
         ):
             await serve_private_slurm(PrivateSlurmSettings(root=root))
+    assert processes_of(root, root / "slurm.conf") == {}
+
+
+async def test_a_daemon_that_dies_later_is_a_startup_error(tmp_path: Path) -> None:
+    root = tmp_path / "slurm"
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(
+            StartupError, match=r"^slurmd n1 was killed by SIGKILL after it was ready; last lines"
+        ),
+        flatten_subgroups=True,
+    ):
+        async with private_slurm(PrivateSlurmSettings(root=root)) as slurm:
+            running = processes_of(root, slurm.conf_path)
+            os.kill(next(p for p, cmd in running.items() if cmd.startswith("slurmd ")), SIGKILL)
+            await trio.sleep_forever()
+    assert processes_of(root, root / "slurm.conf") == {}
+
+
+async def test_cancelled_during_startup_leaves_no_process_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def never_idle(env: Mapping[str, str], node: str) -> str:
+        return f"sinfo says {node} is down*"
+
+    monkeypatch.setattr(cluster, "_node_idle", never_idle)
+    root = tmp_path / "slurm"
+    with trio.move_on_after(1.5) as startup:  # munged, slurmctld and both slurmds run by then
+        await serve_private_slurm(PrivateSlurmSettings(root=root, nodes=2))
+    assert startup.cancelled_caught
     assert processes_of(root, root / "slurm.conf") == {}
 
 

@@ -1,0 +1,72 @@
+"""How fast the status poller parses squeue output: compiled twin vs pure-Python twin.
+
+Run with ``pytest benchmarks/``. pytest-benchmark groups both twins per size; each test also
+times both twins itself, interleaved in the same run, and prints the ratio (collected again in
+the session summary), so the comparison never depends on a saved baseline. No timing
+assertions: machines differ.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import cache
+from types import ModuleType
+
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from mobius._fast import SqueueRow, _squeue_py
+
+Parser = Callable[[str], list[SqueueRow]]
+
+SIZES = {10_000: "10k", 100_000: "100k"}
+
+
+def timed(parse: Parser, text: str) -> float:
+    start = time.perf_counter()
+    rows = parse(text)
+    elapsed = time.perf_counter() - start
+    del rows  # freed outside the timed part, as benchmark() does with its result
+    return elapsed
+
+
+@cache
+def same_run_ratio(compiled: Parser, text: str) -> str:
+    """Best-of-rounds times of both twins on ``text``, interleaved, and their ratio."""
+    rounds = max(5, 500_000 // (text.count("\n") or 1))
+    compiled_s = pure_s = float("inf")
+    for _ in range(rounds):
+        compiled_s = min(compiled_s, timed(compiled, text))
+        pure_s = min(pure_s, timed(_squeue_py.parse_squeue, text))
+    return (
+        f"compiled {compiled_s * 1e3:7.2f} ms, pure {pure_s * 1e3:7.2f} ms: "
+        f"compiled/pure = {compiled_s / pure_s:.2f} ({pure_s / compiled_s:.1f}x faster)"
+    )
+
+
+@pytest.mark.parametrize("size", list(SIZES), ids=list(SIZES.values()))
+@pytest.mark.parametrize("twin", ["compiled", "pure"])
+def test_parse_squeue(
+    benchmark: BenchmarkFixture,
+    make_squeue_output: Callable[[int], str],
+    compiled_fast: Callable[[str], ModuleType | None],
+    report_ratio: Callable[[str, str], None],
+    twin: str,
+    size: int,
+) -> None:
+    text = make_squeue_output(size)
+    key = f"parse_squeue, {SIZES[size]:>4} rows"
+    twins: dict[str, Parser] = {"pure": _squeue_py.parse_squeue}
+    module = compiled_fast("_squeue")
+    if module is not None:
+        twins["compiled"] = module.parse_squeue
+    else:
+        report_ratio(key, f"{key}: compiled twin not built, no ratio")
+        if twin == "compiled":
+            pytest.skip("mobius._fast._squeue is not built")
+    benchmark.group = f"parse_squeue, {SIZES[size]} rows"
+    rows = benchmark(twins[twin], text)
+    assert len(rows) == size
+    if "compiled" in twins:
+        report_ratio(key, f"{key}: {same_run_ratio(twins['compiled'], text)}")
