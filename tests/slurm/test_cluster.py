@@ -261,7 +261,11 @@ def test_root_that_slurm_conf_cannot_hold_is_a_config_error(tmp_path: Path) -> N
 
 def test_generated_conf_uses_its_own_munge_socket(tmp_path: Path) -> None:
     layout = cluster._prepare(PrivateSlurmSettings(root=tmp_path, nodes=2, partition="batch"))
-    conf = layout.conf.read_text()
-    assert f"AuthInfo=socket={layout.munge_socket}\n" in conf
-    assert "PartitionName=batch Nodes=n1,n2 Default=YES MaxTime=INFINITE" in conf
-    assert (layout.munge_key.stat().st_mode & 0o777) == 0o600
+    try:
+        conf = layout.conf.read_text()
+        assert f"AuthInfo=socket={layout.munge_socket}\n" in conf
+        assert "PartitionName=batch Nodes=n1,n2 Default=YES MaxTime=INFINITE" in conf
+        assert (layout.munge_key.stat().st_mode & 0o777) == 0o600
+        assert len(str(layout.munge_socket)) < 108
+    finally:
+        cluster._clean_up(layout)
