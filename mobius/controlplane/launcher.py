@@ -119,15 +119,7 @@ async def serve_control_plane(
     children: list[_Child] = []
     async with trio.open_nursery() as nursery:
         try:
-            etcd = _Child(
-                _ETCD,
-                _etcd_argv(settings, layout),
-                layout.logs / f"{_ETCD}.log",
-                hint=(
-                    f"Check that ports {settings.etcd_client_port} and {settings.etcd_peer_port} "
-                    f"are free and that no other etcd uses {layout.etcd_data}."
-                ),
-            )
+            etcd = _etcd(settings, layout)
             children.append(etcd)
             await nursery.start(etcd.run)
             etcd_client = (
@@ -138,30 +130,13 @@ async def serve_control_plane(
             async with _client(*etcd_client) as http:
                 await etcd.wait_ready(partial(_etcd_health, http, etcd_url), ETCD_TIMEOUT)
 
-            apiserver = _Child(
-                _APISERVER,
-                _apiserver_argv(settings, layout, etcd_url),
-                layout.logs / f"{_APISERVER}.log",
-                hint=(
-                    f"Check that port {settings.apiserver_port} is free and that etcd at "
-                    f"{etcd_url} is healthy (its log is {layout.logs / f'{_ETCD}.log'})."
-                ),
-            )
+            apiserver = _apiserver(settings, layout, etcd_url)
             children.append(apiserver)
             await nursery.start(apiserver.run)
             async with _client(pki.ca_cert, pki.admin_cert, pki.admin_key) as http:
                 await apiserver.wait_ready(partial(_apiserver_ready, http, url), APISERVER_TIMEOUT)
 
-                controller_manager = _Child(
-                    _CONTROLLER_MANAGER,
-                    _controller_manager_argv(settings, layout),
-                    layout.logs / f"{_CONTROLLER_MANAGER}.log",
-                    hint=(
-                        f"Check that port {settings.controller_manager_port} is free and that "
-                        f"{layout.controller_manager_kubeconfig} reaches {url}; the default "
-                        "ServiceAccount comes from its serviceaccount-controller."
-                    ),
-                )
+                controller_manager = _controller_manager(settings, layout)
                 children.append(controller_manager)
                 await nursery.start(controller_manager.run)
                 kcm_url = f"https://127.0.0.1:{settings.controller_manager_port}"
@@ -302,10 +277,13 @@ def _client(ca: Path, cert: Path, key: Path) -> httpx.AsyncClient:
 
 async def _get(http: httpx.AsyncClient, url: str) -> tuple[int, str] | str:
     """``(status, body)``, or why there was no answer."""
-    try:
-        response = await http.get(url)
-    except (httpx.HTTPError, ssl.SSLError) as exc:
-        return f"GET {url}: {type(exc).__name__}: {exc}"
+    # Shielded, and bounded by the client's timeout: httpcore leaks the socket of a TLS handshake
+    # that is cancelled (say, when the child dies while we probe it).
+    with trio.CancelScope(shield=True):
+        try:
+            response = await http.get(url)
+        except (httpx.HTTPError, ssl.SSLError) as exc:
+            return f"GET {url}: {type(exc).__name__}: {exc}"
     return response.status_code, response.text
 
 
@@ -347,7 +325,7 @@ async def _controller_manager_ready(http: httpx.AsyncClient, kcm_url: str, url: 
 
 
 # --------------------------------------------------------------------------------------------
-# Files and command lines
+# Files, and the command line of each child
 
 
 class _Layout(msgspec.Struct, frozen=True, kw_only=True):
@@ -395,11 +373,11 @@ def _prepare(settings: ControlPlaneSettings) -> _Layout:
     )
 
 
-def _etcd_argv(settings: ControlPlaneSettings, layout: _Layout) -> list[str]:
+def _etcd(settings: ControlPlaneSettings, layout: _Layout) -> _Child:
     pki = layout.pki
     client = f"https://127.0.0.1:{settings.etcd_client_port}"
     peer = f"https://127.0.0.1:{settings.etcd_peer_port}"
-    return [
+    argv = [
         str(layout.binaries[_ETCD]),
         "--name=mobius",
         f"--data-dir={layout.etcd_data}",
@@ -422,9 +400,14 @@ def _etcd_argv(settings: ControlPlaneSettings, layout: _Layout) -> list[str]:
         "--unsafe-no-fsync=true",
         "--log-level=warn",
     ]
+    hint = (
+        f"Check that ports {settings.etcd_client_port} and {settings.etcd_peer_port} are free "
+        f"and that no other etcd uses {layout.etcd_data}."
+    )
+    return _Child(_ETCD, argv, layout.logs / f"{_ETCD}.log", hint=hint)
 
 
-def _apiserver_argv(settings: ControlPlaneSettings, layout: _Layout, etcd_url: str) -> list[str]:
+def _apiserver(settings: ControlPlaneSettings, layout: _Layout, etcd_url: str) -> _Child:
     pki = layout.pki
     argv = [
         str(layout.binaries[_APISERVER]),
@@ -463,10 +446,14 @@ def _apiserver_argv(settings: ControlPlaneSettings, layout: _Layout, etcd_url: s
     ]
     if settings.feature_gates:
         argv.append(f"--feature-gates={settings.feature_gates}")
-    return argv
+    hint = (
+        f"Check that port {settings.apiserver_port} is free and that etcd at {etcd_url} is "
+        f"healthy (its log is {layout.logs / f'{_ETCD}.log'})."
+    )
+    return _Child(_APISERVER, argv, layout.logs / f"{_APISERVER}.log", hint=hint)
 
 
-def _controller_manager_argv(settings: ControlPlaneSettings, layout: _Layout) -> list[str]:
+def _controller_manager(settings: ControlPlaneSettings, layout: _Layout) -> _Child:
     pki = layout.pki
     kubeconfig = layout.controller_manager_kubeconfig
     argv = [
@@ -499,7 +486,12 @@ def _controller_manager_argv(settings: ControlPlaneSettings, layout: _Layout) ->
     ]
     if settings.feature_gates:
         argv.append(f"--feature-gates={settings.feature_gates}")
-    return argv
+    hint = (
+        f"Check that port {settings.controller_manager_port} is free and that {kubeconfig} "
+        f"reaches https://127.0.0.1:{settings.apiserver_port}; the default ServiceAccount "
+        "comes from its serviceaccount-controller."
+    )
+    return _Child(_CONTROLLER_MANAGER, argv, layout.logs / f"{_CONTROLLER_MANAGER}.log", hint=hint)
 
 
 def _open_log(path: Path) -> IO[bytes]:

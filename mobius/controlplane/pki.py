@@ -109,6 +109,9 @@ class Pki(msgspec.Struct, frozen=True, kw_only=True):
     sa_key: Path
     sa_pub: Path
 
+    def __repr__(self) -> str:
+        return f"Pki(dir={str(self.dir)!r})"
+
     @classmethod
     def in_dir(cls, pki_dir: Path) -> Pki:
         """The file layout under ``pki_dir`` (nothing is read or written)."""
@@ -162,20 +165,7 @@ def new_ca(*, common_name: str = "mobius-ca", days: int = CA_DAYS) -> CertAndKey
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -218,20 +208,7 @@ def issue_cert(
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(min(now + datetime.timedelta(days=days), ca.cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(spec.usages()), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(_authority_key_identifier(ca.cert), critical=False)
@@ -575,6 +552,20 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _authority_key_identifier(ca: x509.Certificate) -> x509.AuthorityKeyIdentifier:

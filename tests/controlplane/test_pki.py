@@ -56,7 +56,7 @@ def _names(cert: x509.Certificate) -> tuple[str, list[str]]:
     return str(cn), [str(o) for o in orgs]
 
 
-def _verify_server(pki: Pki, cert_path: Path, name: x509.GeneralName) -> None:
+def _verify_server(pki: Pki, cert_path: Path, name: x509.DNSName | x509.IPAddress) -> None:
     """Full RFC 5280 path validation (the same strictness as Go's crypto/x509)."""
     verifier = PolicyBuilder().store(Store([_cert(pki.ca_cert)])).build_server_verifier(name)
     verifier.verify(_cert(cert_path), [])
@@ -98,7 +98,7 @@ def test_every_certificate_is_signed_by_the_ca(pki: Pki) -> None:
     ids=str,
 )
 def test_the_apiserver_certificate_serves_every_name_of_the_api_server(
-    pki: Pki, name: x509.GeneralName
+    pki: Pki, name: x509.DNSName | x509.IPAddress
 ) -> None:
     _verify_server(pki, pki.apiserver_cert, name)
 
@@ -303,8 +303,14 @@ def test_the_kubernetes_package_loads_the_kubeconfig(pki: Pki, tmp_path: Path) -
         key_path=pki.admin_key,
     )
     configuration = client.Configuration()
-    config.load_kube_config(config_file=str(path), client_configuration=configuration)
+    config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(path), client_configuration=configuration
+    )
     assert configuration.host == "https://127.0.0.1:6443"
-    assert Path(configuration.ssl_ca_cert).read_bytes() == pki.ca_cert.read_bytes()
-    assert Path(configuration.cert_file).read_bytes() == pki.admin_cert.read_bytes()
-    assert Path(configuration.key_file).read_bytes() == pki.admin_key.read_bytes()
+    for written, original in [
+        (configuration.ssl_ca_cert, pki.ca_cert),
+        (configuration.cert_file, pki.admin_cert),
+        (configuration.key_file, pki.admin_key),
+    ]:
+        assert written is not None
+        assert Path(written).read_bytes() == original.read_bytes()
