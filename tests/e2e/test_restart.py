@@ -61,9 +61,9 @@ def _jobs_by_name(stack: Stack) -> dict[str, list[str]]:
     return jobs
 
 
-async def _wait(what: str, predicate, timeout: float = 120):  # type: ignore[no-untyped-def]
-    with trio.move_on_after(timeout):
-        while not (result := await trio.to_thread.run_sync(predicate)):
+async def _wait(what: str, predicate):  # type: ignore[no-untyped-def]
+    with trio.move_on_after(120):
+        while not (result := await trio.to_thread.run_sync(predicate)):  # noqa: ASYNC110 (polling the API)
             await trio.sleep(0.5)
         return result
     raise AssertionError(f"timed out waiting for {what}")
