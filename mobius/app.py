@@ -4,16 +4,21 @@ Reading :func:`run_kubelet` tells what the program does:
 
 1. the kubelet API (HTTPS, port bound) for kubectl logs;
 2. the node (registered, Lease renewed);
-3. the pod watch (initial LIST done) feeding pod UIDs to the job task;
-4. the pass-through scheduler binding unscheduled pods to our node;
-5. the job task: sbatch for new pods, graceful cancel for deleted ones;
-6. the status writer (coalesced pod status writes);
+3. the job task: sbatch for new pods, graceful cancel for deleted ones, and, once the pod
+   watch has listed, cancellation of jobs whose pods are gone;
+4. the pod watch (initial LIST done) feeding pod UIDs to the job task;
+5. the pass-through scheduler binding unscheduled pods to our node;
+6. the status writer (coalesced pod status writes, events on phase changes);
 7. the status poller (first squeue snapshot diffed), feeding the writer.
+
+The job task starts before the watch so that a first LIST of any size can be handed over
+through the bounded channel without blocking start-up.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any, NoReturn
 
 import trio
@@ -55,7 +60,8 @@ async def run_kubelet(
         trio.open_nursery() as nursery,
     ):
         await nursery.start(
-            lambda task_status: serve_kubelet_api(
+            partial(
+                serve_kubelet_api,
                 ApiServerSettings(
                     bind=settings.kubelet_bind,
                     port=settings.kubelet_port,
@@ -65,14 +71,13 @@ async def run_kubelet(
                 ),
                 store=store,
                 paths=paths,
-                task_status=task_status,
             )
         )
         await nursery.start(
-            lambda task_status: serve_node(
+            partial(
+                serve_node,
                 kube,
                 slurm,
-                task_status=task_status,
                 settings=NodeSettings(
                     name=settings.node_name,
                     address=settings.node_address,
@@ -82,24 +87,8 @@ async def run_kubelet(
             )
         )
         await nursery.start(
-            lambda task_status: serve_pod_watch(
-                kube,
-                node_name=settings.node_name,
-                store=store,
-                changes=changes_send,
-                task_status=task_status,
-            )
-        )
-        await nursery.start(
-            lambda task_status: serve_binder(
-                kube,
-                node_name=settings.node_name,
-                scheduler_names=settings.scheduler_names,
-                task_status=task_status,
-            )
-        )
-        await nursery.start(
-            lambda task_status: serve_jobs(
+            partial(
+                serve_jobs,
                 kube,
                 slurm,
                 store=store,
@@ -112,16 +101,37 @@ async def run_kubelet(
                     partition=settings.partition,
                     sbatch_concurrency=settings.sbatch_concurrency,
                 ),
-                task_status=task_status,
             )
         )
         await nursery.start(
-            lambda task_status: serve_status_writer(
-                kube, store=store, updates=updates_recv, task_status=task_status
+            partial(
+                serve_pod_watch,
+                kube,
+                node_name=settings.node_name,
+                store=store,
+                changes=changes_send,
             )
         )
         await nursery.start(
-            lambda task_status: serve_status_poller(
+            partial(
+                serve_binder,
+                kube,
+                node_name=settings.node_name,
+                scheduler_names=settings.scheduler_names,
+            )
+        )
+        await nursery.start(
+            partial(
+                serve_status_writer,
+                kube,
+                store=store,
+                updates=updates_recv,
+                node_name=settings.node_name,
+            )
+        )
+        await nursery.start(
+            partial(
+                serve_status_poller,
                 slurm,
                 store=store,
                 jobs=jobs,
@@ -129,7 +139,6 @@ async def run_kubelet(
                 updates=updates_send,
                 interval=settings.poll_interval,
                 host_ip=settings.node_address,
-                task_status=task_status,
             )
         )
         log.info("kubelet for node %s is up (%d pods known)", settings.node_name, len(store))

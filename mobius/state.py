@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import trio
 
 from mobius.models import Pod
 
@@ -20,6 +21,7 @@ class PodStore:
     def __init__(self) -> None:
         self._pods: dict[str, Pod] = {}
         self._by_key: dict[str, str] = {}
+        self.synced = trio.Event()  # set once the pod watch has done its first LIST
 
     def __len__(self) -> int:
         return len(self._pods)

@@ -32,6 +32,8 @@ async def serve_pod_watch(
             await changes.send(uid)
         for pod in pods:
             store.put(pod)
+        store.synced.set()
+        for pod in pods:
             await changes.send(pod.metadata.uid)
 
     async def on_event(kind: str, pod: Pod) -> None:

@@ -13,6 +13,7 @@ poller turns that into a Failed pod, and a Warning event tells the user what to 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -21,7 +22,14 @@ from typing import NoReturn
 import msgspec
 import trio
 
-from mobius.errors import ApiError, ApiUnreachable, InvalidPodSpec, NotFound, SlurmCommandError
+from mobius.errors import (
+    ApiError,
+    ApiUnreachable,
+    Conflict,
+    InvalidPodSpec,
+    NotFound,
+    SlurmCommandError,
+)
 from mobius.kube.client import KubeClient
 from mobius.kube.events import emit_event
 from mobius.models import Pod
@@ -162,6 +170,7 @@ async def delete_pod(
     kube: KubeClient,
     jobs: JobTable,
     paths: PodPaths,
+    node_name: str = "",
 ) -> None:
     """Graceful delete: TERM to the batch script (it stops the sandbox), wait, cancel, remove."""
     uid = pod.metadata.uid
@@ -170,8 +179,18 @@ async def delete_pod(
     grace = 30 if grace is None else grace
     if job is not None and job.job_id:
         try:
-            if await _job_state(slurm, job.job_id) not in ("PENDING", "REQUEUED", "REQUEUE_HOLD"):
-                # Running: the script's TERM trap stops the containers within the grace period.
+            state = await _job_state(slurm, job.job_id)
+            if state in _LIVE:
+                # The script's TERM trap stops the containers within the grace it reads here.
+                await trio.to_thread.run_sync(_write_grace, paths, uid, grace)
+                names = ", ".join(c.name for c in pod.spec.containers)
+                await emit_event(
+                    kube,
+                    pod,
+                    reason="Killing",
+                    host=node_name,
+                    message=f"Stopping container {names} (grace {grace}s)",
+                )
                 await slurm.scancel(job.job_id, signal="TERM", batch_only=True)
             with trio.move_on_after(grace):
                 while await _job_active(slurm, job.job_id):  # noqa: ASYNC110 (Slurm has no push)
@@ -179,8 +198,9 @@ async def delete_pod(
             await slurm.scancel(job.job_id)
         except SlurmCommandError as exc:
             log.info("cancelling job %s of %s: %s", job.job_id, pod.key, exc)
-    try:
-        ns, name = pod.metadata.namespace, pod.metadata.name
+    ns, name = pod.metadata.namespace, pod.metadata.name
+    # NotFound: already gone. Conflict: the name now belongs to a new pod (another UID).
+    with contextlib.suppress(NotFound, Conflict):
         await kube.request(
             "DELETE",
             f"/api/v1/namespaces/{ns}/pods/{name}",
@@ -191,9 +211,11 @@ async def delete_pod(
                 "preconditions": {"uid": uid},
             },
         )
-    except (NotFound, ApiError, ApiUnreachable) as exc:
-        if not isinstance(exc, NotFound):
-            log.warning("could not finish deleting %s: %s", pod.key, exc)
+
+
+def _write_grace(paths: PodPaths, uid: str, grace: int) -> None:
+    paths.ctl_dir(uid).mkdir(parents=True, exist_ok=True)
+    _write_private(paths.ctl_dir(uid) / "grace", f"{grace}\n")
 
 
 async def _job_state(slurm: SlurmClient, job_id: str) -> str | None:
@@ -245,29 +267,50 @@ async def serve_jobs(
         return None
 
     async def act(uid: str, action: str, pod: Pod) -> None:
-        try:
-            if action == "submit":
-                async with limiter:
-                    await submit_pod(
+        """Do what the pod needs, then whatever arrived meanwhile (a delete during a submit)."""
+        delay = 1.0
+        while True:
+            try:
+                if action == "submit":
+                    async with limiter:
+                        await submit_pod(
+                            pod,
+                            slurm=slurm,
+                            kube=kube,
+                            jobs=jobs,
+                            paths=paths,
+                            runtime=runtime,
+                            settings=settings,
+                        )
+                elif action == "delete":
+                    await delete_pod(
                         pod,
                         slurm=slurm,
                         kube=kube,
                         jobs=jobs,
                         paths=paths,
-                        runtime=runtime,
-                        settings=settings,
+                        node_name=settings.node_name,
                     )
-            elif action == "delete":
-                await delete_pod(pod, slurm=slurm, kube=kube, jobs=jobs, paths=paths)
-                deleted.add(uid)
-            else:
-                await forget_pod(uid, slurm=slurm, jobs=jobs, paths=paths)
-        except* (ApiError, ApiUnreachable, SlurmCommandError, OSError) as group:
-            log.error("%s of pod %s failed: %s", action, uid, group.exceptions)
-        finally:
-            del busy[uid]
-        # Whatever arrived while this action ran (a delete during a submit) is acted on now.
-        start(uid, nursery_ref[0])
+                    deleted.add(uid)
+                else:
+                    await forget_pod(uid, slurm=slurm, jobs=jobs, paths=paths)
+                delay = 1.0
+            except* (ApiError, ApiUnreachable, SlurmCommandError, OSError) as group:
+                log.error(
+                    "%s of pod %s failed (retrying in %.0fs): %s",
+                    action,
+                    uid,
+                    delay,
+                    group.exceptions,
+                )
+                await trio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+            todo = decide(uid)
+            if todo is None:
+                del busy[uid]
+                return
+            action, pod = todo
+            busy[uid] = action
 
     def start(uid: str, nursery: trio.Nursery) -> None:
         if uid in busy:
@@ -277,9 +320,16 @@ async def serve_jobs(
             busy[uid] = todo[0]
             nursery.start_soon(act, uid, *todo)
 
-    nursery_ref: list[trio.Nursery] = []
+    async def sweep_orphans(nursery: trio.Nursery) -> None:
+        """Once the pod watch has listed, cancel jobs whose pods are gone (e.g. deleted while
+        the kubelet was down)."""
+        await store.synced.wait()
+        for uid, _ in jobs.items():
+            if store.get(uid) is None:
+                start(uid, nursery)
+
     async with trio.open_nursery() as nursery:
-        nursery_ref.append(nursery)
+        nursery.start_soon(sweep_orphans, nursery)
         task_status.started()
         async for uid in changes:
             start(uid, nursery)
