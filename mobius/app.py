@@ -5,7 +5,8 @@ Reading :func:`run_kubelet` tells what the program does:
 1. the kubelet API (HTTPS, port bound) for kubectl logs;
 2. the node (registered, Lease renewed);
 3. the job task: sbatch for new pods, graceful cancel for deleted ones, and, once the pod
-   watch has listed, cancellation of jobs whose pods are gone;
+   watch has listed, cancellation of jobs whose pods are gone; beside it the deadline task
+   (activeDeadlineSeconds);
 4. the pod watch (initial LIST done) feeding pod UIDs to the job task;
 5. the pass-through scheduler binding unscheduled pods to our node;
 6. the status writer (coalesced pod status writes, events on phase changes);
@@ -33,9 +34,10 @@ from mobius.kubelet.server import ApiServerSettings, serve_kubelet_api
 from mobius.node.heartbeat import NodeSettings, serve_node
 from mobius.runtime import runtime_named
 from mobius.slurm.commands import SlurmClient
+from mobius.slurm.deadlines import serve_deadlines
 from mobius.slurm.jobs import JobSettings, recover_jobs, serve_jobs
 from mobius.slurm.polling import serve_status_poller
-from mobius.state import JobTable, PodPaths, PodStore
+from mobius.state import ClusterInfo, JobTable, PodPaths, PodStore
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ async def run_kubelet(
     runtime = runtime_named(settings.runtime, flags=settings.podman_flags)
     slurm = SlurmClient(env=settings.slurm_env)
     store, jobs, paths = PodStore(), JobTable(), PodPaths(settings.state_dir)
+    cluster = ClusterInfo()
     paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     recovered = await recover_jobs(slurm, jobs, paths)
     if recovered:
@@ -84,6 +87,7 @@ async def run_kubelet(
                     kubelet_port=settings.kubelet_port,
                     runtime=settings.runtime,
                 ),
+                cluster=cluster,
             )
         )
         await nursery.start(
@@ -105,6 +109,16 @@ async def run_kubelet(
         )
         await nursery.start(
             partial(
+                serve_deadlines,
+                kube,
+                slurm,
+                store=store,
+                jobs=jobs,
+                node_name=settings.node_name,
+            )
+        )
+        await nursery.start(
+            partial(
                 serve_pod_watch,
                 kube,
                 node_name=settings.node_name,
@@ -118,6 +132,7 @@ async def run_kubelet(
                 kube,
                 node_name=settings.node_name,
                 scheduler_names=settings.scheduler_names,
+                cluster=cluster,
             )
         )
         await nursery.start(

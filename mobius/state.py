@@ -15,6 +15,7 @@ import msgspec
 import trio
 
 from mobius.models import Pod
+from mobius.pods.placement import ClusterShape
 
 
 class PodStore:
@@ -108,3 +109,13 @@ class PodPaths:
 
     def job_id_file(self, uid: str) -> Path:
         return self.root / uid / "job.id"
+
+
+class ClusterInfo:
+    """What the Slurm cluster offers, refreshed by the node task and read by the scheduler."""
+
+    def __init__(self) -> None:
+        self.shape: ClusterShape | None = None
+
+    def __repr__(self) -> str:
+        return f"<ClusterInfo {self.shape!r}>"

@@ -60,7 +60,10 @@ async def list_and_watch(
 
     list_type = msgspec.defstruct(
         "List",
-        [("metadata", ListMeta, msgspec.field(default_factory=ListMeta)), ("items", list[item_type], [])],  # type: ignore[valid-type]
+        [
+            ("metadata", ListMeta, msgspec.field(default_factory=ListMeta)),
+            ("items", list[item_type], []),  # type: ignore[valid-type]
+        ],
     )
     list_decoder = msgspec.json.Decoder(list_type)
     item_decoder = msgspec.json.Decoder(item_type)

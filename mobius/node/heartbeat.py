@@ -20,7 +20,9 @@ import trio
 from mobius import __version__
 from mobius.errors import ApiError, ApiUnreachable, Conflict, NotFound, SlurmCommandError
 from mobius.kube.client import KubeClient
+from mobius.pods.placement import ClusterShape
 from mobius.slurm.commands import Capacity, SlurmClient
+from mobius.state import ClusterInfo
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +160,11 @@ async def serve_node(
     slurm: SlurmClient,
     *,
     settings: NodeSettings,
+    cluster: ClusterInfo,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     capacity = await slurm.capacity()
+    cluster.shape = shape_of(capacity)
     since = _now()
     await _register(kube, settings, capacity)
     node_uid = (await kube.get(f"/api/v1/nodes/{settings.name}", _NodeMeta)).metadata.uid
@@ -178,6 +182,7 @@ async def serve_node(
             if trio.current_time() - last_status >= settings.status_interval:
                 try:
                     capacity = await slurm.capacity()
+                    cluster.shape = shape_of(capacity)
                 except SlurmCommandError as exc:
                     log.warning("sinfo failed: %s; keeping the last capacity", exc)
                 await kube.merge_patch(
@@ -192,6 +197,14 @@ async def serve_node(
             last_status = 0.0
         except (ApiError, ApiUnreachable) as exc:
             log.warning("node heartbeat failed: %s", exc)
+
+
+def shape_of(capacity: Capacity) -> ClusterShape:
+    return ClusterShape(
+        max_node_cpus=capacity.max_node_cpus,
+        max_node_memory_mb=capacity.max_node_memory_mb,
+        partitions=capacity.partitions,
+    )
 
 
 def default_address() -> str:

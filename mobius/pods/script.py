@@ -18,6 +18,7 @@ import msgspec
 
 from mobius.errors import InvalidPodSpec
 from mobius.models import Container, Pod
+from mobius.pods.annotations import sbatch_options
 from mobius.pods.quantity import cpus, megabytes, parse_quantity
 from mobius.runtime.base import ContainerRun, Runtime
 
@@ -72,7 +73,7 @@ def _container_run(c: Container, *, index: int, init: bool) -> ContainerRun:
     )
 
 
-def _resources(pod: Pod) -> tuple[int, int]:
+def pod_resources(pod: Pod) -> tuple[int, int]:
     """(cpus, MiB) with Kubernetes semantics: max(largest init container, sum of app containers)."""
 
     def need(c: Container, i: int, kind: str) -> tuple[Decimal, Decimal]:
@@ -121,6 +122,7 @@ def _container_function(
         "    restarts=$((restarts + 1))",
         f'    put c/{name}.restarts "$restarts"',
         '    sleep "$delay" & wait $!',
+        '    [ -e "$CTL/stopping" ] && return "$rc"',
         f"    delay=$((delay * 2 > {BACKOFF_MAX} ? {BACKOFF_MAX} : delay * 2))",
         "  done",
         "}",
@@ -168,7 +170,26 @@ def render_job(
         *runtime.preamble(),
         f"SANDBOX={quote(sandbox)}",
         f"cleanup() {{ {runtime.remove_sandbox(sandbox=sandbox)}; }}",
-        f'on_term() {{ put stopping "$(now)"; {runtime.stop_sandbox(sandbox=sandbox, grace_seconds=grace)}; }}',
+        "# TERM comes from the kubelet (pod deleted: it leaves the grace period in ctl/grace first)",
+        "# or from Slurm (--signal before the time limit, preemption, scancel --signal).",
+        f"GRACE={grace}",
+        "STOPPED_BY=",
+        "on_term() {",
+        '  [ -n "$STOPPED_BY" ] && return',
+        '  STOPPED_BY=slurm',
+        '  if [ -e "$CTL/grace" ]; then STOPPED_BY=kubelet; read -r GRACE <"$CTL/grace"; fi',
+        '  put stopping "$(now) $STOPPED_BY"',
+        "  " + runtime.stop_sandbox(sandbox=sandbox, grace='"$GRACE"'),
+        "}",
+        "# seconds FORMAT: Slurm's [days-]hours:minutes:seconds (as squeue %L prints) in seconds.",
+        "seconds() {",
+        "  local d=0 t=$1 h=0 m=0 s=0",
+        '  case $t in *-*) d=${t%%-*}; t=${t#*-} ;; esac',
+        "  IFS=: read -r a b c <<<\"$t\"",
+        '  if [ -n "$c" ]; then h=$a m=$b s=$c; elif [ -n "$b" ]; then m=$a s=$b; else s=$a; fi',
+        '  case "$d$h$m$s" in *[!0-9]*|"") return 1 ;; esac',
+        "  echo $((10#$d * 86400 + 10#$h * 3600 + 10#$m * 60 + 10#$s))",
+        "}",
         "trap cleanup EXIT",
         "trap on_term TERM INT",
         *runtime.create_sandbox(sandbox=sandbox, hostname=hostname, host_network=spec.host_network),
@@ -203,10 +224,18 @@ def render_job(
         '  code=1; read -r code _ <"$CTL/c/$c.exit" 2>/dev/null',
         '  if [ "$rc" -eq 0 ] && [ "$code" -ne 0 ]; then rc=$code; fi',
         "done",
+        "# Stopped by Slurm's warning signal ahead of the time limit: the containers had their grace",
+        "# period; now let the limit come, so Slurm records TIMEOUT rather than a normal end.",
+        'if [ "$STOPPED_BY" = slurm ] && [ -n "${SLURM_JOB_ID:-}" ]; then',
+        '  left=$(seconds "$(squeue -h -j "$SLURM_JOB_ID" -o %L 2>/dev/null)") || left=',
+        '  if [ -n "$left" ] && [ "$left" -le $((GRACE + 120)) ]; then',
+        '    sleep $((left + 60)) & wait $!',
+        "  fi",
+        "fi",
         'exit "$rc"',
         "",
     ]
-    cpu, mem = _resources(pod)
+    cpu, mem = pod_resources(pod)
     args = [
         "--parsable",
         f"--job-name={job_name(meta.uid)}",
@@ -217,11 +246,15 @@ def render_job(
         "--ntasks=1",
         f"--cpus-per-task={cpu}",
         f"--mem={mem}M",
-        f"--signal=B:TERM@{max(grace, 1)}" if spec.active_deadline_seconds else "",
+        f"--signal=B:TERM@{max(grace, 1)}",  # before a time limit: time to stop cleanly
     ]
     if partition:
         args.append(f"--partition={partition}")
     if spec.active_deadline_seconds:
-        minutes = max(1, -(-spec.active_deadline_seconds // 60))
-        args.append(f"--time={minutes}")
+        # A backstop only: the kubelet enforces the deadline itself, counted from the pod's
+        # start time as Kubernetes does. Slurm takes minutes:seconds.
+        minutes, seconds = divmod(max(1, spec.active_deadline_seconds), 60)
+        args.append(f"--time={minutes}:{seconds:02d}")
+    # Annotations come last: for sbatch the last occurrence of an option wins.
+    args += sbatch_options(meta.annotations)
     return JobSpec(script="\n".join(lines), sbatch_args=tuple(a for a in args if a))

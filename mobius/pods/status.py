@@ -57,6 +57,10 @@ _ENDED_REASON = {
 }
 
 
+# Ended states in which Slurm, not the containers, decided that the job ends.
+_SLURM_ENDED_IT = frozenset(_ENDED_REASON) - {"COMPLETED", "FAILED"}
+
+
 class JobView(msgspec.Struct, frozen=True):
     """What squeue said about the pod's job this tick (None in the caller when it is gone)."""
 
@@ -176,6 +180,10 @@ def pod_status(
         or (spec.restart_policy == "OnFailure" and all(code == 0 for code in app_exits))
     ):
         phase = "Succeeded" if all(code == 0 for code in app_exits) else "Failed"
+        if phase == "Failed" and job is not None and state in _SLURM_ENDED_IT:
+            # The containers exited because Slurm stopped the job (time limit, preemption...).
+            reason, message = _ENDED_REASON[state]
+            message = f"{message} (job {job.job_id})"
     elif job_ended:
         phase = "Failed"
         if vanished:

@@ -5,10 +5,11 @@ Every value that comes from a pod spec is quoted with :func:`shlex.quote` before
 shell, so no pod field can change what the script executes.
 """
 
+from mobius.runtime.apptainer import Apptainer, Singularity
 from mobius.runtime.base import ContainerRun, Runtime
 from mobius.runtime.podman import Podman
 
-__all__ = ["ContainerRun", "Podman", "Runtime", "runtime_named"]
+__all__ = ["Apptainer", "ContainerRun", "Podman", "Runtime", "Singularity", "runtime_named"]
 
 
 def runtime_named(name: str, *, flags: tuple[str, ...] = ()) -> Runtime:
@@ -16,4 +17,10 @@ def runtime_named(name: str, *, flags: tuple[str, ...] = ()) -> Runtime:
 
     if name == "podman":
         return Podman(global_flags=flags)
-    raise ConfigError(f"unknown container runtime {name!r}: use 'podman'")
+    if name == "apptainer":
+        return Apptainer(global_flags=flags)
+    if name == "singularity":
+        return Singularity(global_flags=flags)
+    raise ConfigError(
+        f"unknown container runtime {name!r}: use 'apptainer', 'singularity' or 'podman'"
+    )

@@ -36,8 +36,9 @@ class Runtime(Protocol):
         """One shell command that runs the container in the foreground, returning its exit code."""
         ...
 
-    def stop_sandbox(self, *, sandbox: str, grace_seconds: int) -> str:
-        """A command that stops every container of the sandbox within ``grace_seconds``."""
+    def stop_sandbox(self, *, sandbox: str, grace: str) -> str:
+        """A command that stops every container of the sandbox within ``grace`` seconds, a shell
+        word the script expands at run time (e.g. ``"$GRACE"``)."""
         ...
 
     def remove_sandbox(self, *, sandbox: str) -> str:

@@ -34,7 +34,7 @@ class Podman:
         # a containers.conf next to the pod gives the infra and app containers the job's limits.
         return [
             'export PATH="$PATH:/usr/sbin:/sbin"',
-            'NPROC=$(ulimit -Hu); PID_MAX=$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo 32768)',
+            "NPROC=$(ulimit -Hu); PID_MAX=$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo 32768)",
             '{ [ "$NPROC" = unlimited ] || [ "$NPROC" -gt "$PID_MAX" ]; } && NPROC=$PID_MAX',
             'NOFILE=$(ulimit -Hn); [ "$NOFILE" = unlimited ] && NOFILE=1048576',
             'cat >"$POD_DIR/containers.conf" <<EOF',
@@ -86,8 +86,8 @@ class Podman:
         parts += [quote(a) for a in container.args]
         return " ".join(parts)
 
-    def stop_sandbox(self, *, sandbox: str, grace_seconds: int) -> str:
-        return f'"${{PODMAN[@]}}" pod stop -t {int(grace_seconds)} {quote(sandbox)} >/dev/null 2>&1'
+    def stop_sandbox(self, *, sandbox: str, grace: str) -> str:
+        return f'"${{PODMAN[@]}}" pod stop -t {grace} {quote(sandbox)} >/dev/null 2>&1'
 
     def remove_sandbox(self, *, sandbox: str) -> str:
         return f'"${{PODMAN[@]}}" pod rm -f -t 0 --ignore {quote(sandbox)} >/dev/null 2>&1'

@@ -31,8 +31,12 @@ class SlurmClient:
         try:
             with trio.fail_after(self.timeout):
                 proc = await trio.run_process(
-                    list(argv), stdin=stdin, capture_stdout=True, capture_stderr=True,
-                    check=False, env=self._env,
+                    list(argv),
+                    stdin=stdin,
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                    env=self._env,
                 )
         except trio.TooSlowError as exc:
             raise SlurmCommandError(argv, -1, f"timed out after {self.timeout}s") from exc
@@ -65,7 +69,9 @@ class SlurmClient:
         )
         return parse_squeue(out)
 
-    async def scancel(self, job_id: str, *, signal: str | None = None, batch_only: bool = False) -> None:
+    async def scancel(
+        self, job_id: str, *, signal: str | None = None, batch_only: bool = False
+    ) -> None:
         argv = ["scancel"]
         if signal:
             argv.append(f"--signal={signal}")

@@ -1,41 +1,82 @@
 """The status poller: one squeue call per tick for all jobs, control files, and the verdict.
 
-Each tick it lists every job of ours in every state with ONE squeue call, reads the control
-files of pods whose jobs may have changed (in a worker thread, all pods at once), asks the pure
-:func:`mobius.pods.status.pod_status` what each pod's status is, and sends only the statuses
-that differ from what it last sent to the status writer.
+Each tick it lists every job of ours in every state with ONE squeue call and sends the status
+writer the pods whose status changed. With 10,000 pods most of them change nothing in a given
+second, so a tick does work only where something may have moved:
+
+- the squeue rows are diffed against the previous tick's (``mobius._fast.diff_rows``): the
+  names whose job id, state, reason, times or nodes changed, and the jobs that left squeue;
+- control files are written only by a running job script, always by rename, so a rename shows
+  as a new mtime of the folder (``ctl/`` or ``ctl/c/``). For pods whose job runs, ended or just
+  changed, both folders are stat'ed and read again only when an mtime moved (in a worker
+  thread); pods whose job waits in the queue keep their last record without a syscall;
+- the pure :func:`mobius.pods.status.pod_status` is asked again only for pods whose squeue row,
+  control files, pod object (resourceVersion), job, or submitted-ness changed; its answer goes
+  to the writer only when it differs from what was sent (transition times aside).
+
+The status is a function of exactly these inputs (the clock only sets transition and start
+times, which the fingerprint leaves out), so skipping the others changes no write.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import msgspec
 import trio
 
+from mobius._fast import SqueueRow, diff_rows
 from mobius.errors import ParseError, SlurmCommandError
+from mobius.models import Pod
 from mobius.pods.records import PodRecord, pod_record
 from mobius.pods.script import job_name
-from mobius.pods.status import JobView, pod_status
-from mobius.slurm.commands import SlurmClient
-from mobius.state import JobTable, PodPaths, PodStore
+from mobius.pods.status import WAITING, JobView, pod_status
+from mobius.state import Job, JobTable, PodPaths, PodStore
+
+__all__ = [
+    "RACY_NS",
+    "SqueueSource",
+    "StatusPoller",
+    "StatusUpdate",
+    "TickStats",
+    "failed_status",
+    "fingerprint",
+    "read_ctl",
+    "serve_status_poller",
+]
 
 log = logging.getLogger(__name__)
 
 _encoder = msgspec.json.Encoder()
 StatusUpdate = tuple[str, dict[str, Any]]
 
+_FINAL_PHASES = ("Succeeded", "Failed")
 
-def read_ctl(ctl: Path) -> dict[str, str]:
+RACY_NS = 1_000_000_000
+"""A control folder whose mtime is this close to the time it was read may change again within
+the file system's timestamp granularity without its mtime moving; it is read again next tick."""
+
+_CtlKey = tuple[int, int]  # mtime_ns of ctl/ and ctl/c/, -1 when missing
+_NO_RECORD = PodRecord()
+
+
+class SqueueSource(Protocol):
+    """What the poller needs of Slurm (``SlurmClient``, or a fake in tests and benchmarks)."""
+
+    async def squeue(self) -> list[SqueueRow]: ...
+
+
+def read_ctl(ctl: str | os.PathLike[str]) -> dict[str, str]:
     """``{relative path: content}`` of a pod's control folder (empty if there is none yet)."""
     files: dict[str, str] = {}
+    root = os.fspath(ctl)
     for sub in ("", "c/"):
         try:
-            entries = list(os.scandir(ctl / sub if sub else ctl))
+            entries = list(os.scandir(os.path.join(root, sub) if sub else root))
         except OSError:
             continue
         for e in entries:
@@ -48,8 +89,30 @@ def read_ctl(ctl: Path) -> dict[str, str]:
     return files
 
 
-def _read_records(paths: PodPaths, uids: list[str]) -> list[PodRecord]:
-    return [pod_record(read_ctl(paths.ctl_dir(uid))) for uid in uids]
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return -1
+
+
+def _refresh(
+    work: list[tuple[str, _CtlKey | None]],
+) -> list[tuple[_CtlKey | None, PodRecord | None]]:
+    """For each ``(ctl folder, key when last read)``: the new key, and the record if re-read.
+
+    Runs in a worker thread. The key is None when the read was racy (see ``RACY_NS``).
+    """
+    out: list[tuple[_CtlKey | None, PodRecord | None]] = []
+    for ctl, old in work:
+        racy_after = time.time_ns() - RACY_NS
+        key = (_mtime(ctl), _mtime(ctl + "/c"))
+        if key == old:
+            out.append((key, None))
+            continue
+        record = pod_record(read_ctl(ctl))
+        out.append((None if max(key) >= racy_after else key, record))
+    return out
 
 
 def fingerprint(status: dict[str, Any]) -> bytes:
@@ -60,8 +123,168 @@ def fingerprint(status: dict[str, Any]) -> bytes:
     return _encoder.encode({**status, "conditions": conds, "startTime": None})
 
 
+class _Seen:
+    """What the poller knows of one pod: the inputs of its last verdict, and what was sent."""
+
+    __slots__ = (
+        "ctl",
+        "ctl_key",
+        "job",
+        "mark",
+        "name",
+        "pod",
+        "record",
+        "submitted",
+        "tick",
+        "version",
+    )
+
+    def __init__(self, uid: str, root: str) -> None:
+        self.name = job_name(uid)
+        self.ctl = os.path.join(root, uid, "ctl")
+        self.ctl_key: _CtlKey | None = None  # None: read the folder at the next chance
+        self.record = _NO_RECORD
+        self.pod: Pod | None = None
+        self.version = ""
+        self.job: Job | None = None
+        self.submitted = False
+        self.mark: bytes | None = None  # fingerprint of the last status sent
+        self.tick = -1  # the last tick that looked at the pod
+
+
+class TickStats(msgspec.Struct):
+    """What one tick did: how many rows changed, folders were stat'ed / read, verdicts / sends."""
+
+    rows: int = 0
+    changed_rows: int = 0
+    live_pods: int = 0
+    stat: int = 0
+    read: int = 0
+    computed: int = 0
+    sent: int = 0
+
+
+class StatusPoller:
+    """The poller's memory between ticks, and one tick's work (no squeue call, no channel)."""
+
+    def __init__(
+        self, *, store: PodStore, jobs: JobTable, paths: PodPaths, host_ip: str | None = None
+    ) -> None:
+        self.store = store
+        self.jobs = jobs
+        self.host_ip = host_ip
+        self.rows: dict[str, SqueueRow] = {}  # the last squeue snapshot, by job name
+        self.last = TickStats()
+        self._root = os.fspath(paths.root)
+        self._seen: dict[str, _Seen] = {}
+        self._ticks = 0
+
+    def __repr__(self) -> str:
+        return f"<StatusPoller {len(self._seen)} pods, {len(self.rows)} rows, tick {self._ticks}>"
+
+    async def tick(self, rows: list[SqueueRow], *, began: float) -> list[StatusUpdate]:
+        """The status updates this squeue output calls for (``began``: when squeue was called).
+
+        A job submitted after ``began`` is not missing from ``rows``, just not listed yet.
+        """
+        self._ticks += 1
+        ticks = self._ticks
+        self.rows, changed_names = diff_rows(self.rows, rows)
+        changed = set(changed_names)
+        snapshot = self.rows
+        seen = self._seen
+        store = self.store
+        root = self._root
+        stats = TickStats(rows=len(rows), changed_rows=len(changed_names))
+        # The live pods that need a look: their inputs, and whether a verdict is due.
+        work: list[tuple[_Seen, str, Pod, Job, SqueueRow | None, bool]] = []
+        due: list[bool] = []
+        to_stat: list[tuple[str, _CtlKey | None]] = []
+        stat_at: list[int] = []  # index in work of each to_stat entry
+        items = self.jobs.items()
+        for uid, job in items:
+            pod = store.get(uid)
+            if pod is None or pod.status.phase in _FINAL_PHASES or pod.metadata.deletion_timestamp:
+                continue
+            stats.live_pods += 1
+            s = seen.get(uid)
+            if s is None:
+                s = seen[uid] = _Seen(uid, root)
+            dirty = (
+                s.tick != ticks - 1  # new, or skipped for a while: rows may have changed since
+                or pod is not s.pod
+                or pod.metadata.resource_version != s.version
+                or job is not s.job
+            )
+            s.tick = ticks
+            row = snapshot.get(s.name)
+            submitted = job.submitted_at < began
+            if job.error:
+                if dirty:
+                    work.append((s, uid, pod, job, None, submitted))
+                    due.append(True)
+                continue
+            row_changed = s.name in changed
+            dirty = dirty or row_changed or submitted != s.submitted
+            if s.ctl_key is None or row_changed or row is None or row.state not in WAITING:
+                stat_at.append(len(work))
+                to_stat.append((s.ctl, s.ctl_key))
+            elif not dirty:
+                continue
+            work.append((s, uid, pod, job, row, submitted))
+            due.append(dirty)
+        for uid in seen.keys() - {uid for uid, _ in items}:
+            del seen[uid]
+        stats.stat = len(to_stat)
+        if to_stat:
+            refreshed = await trio.to_thread.run_sync(_refresh, to_stat)
+            for i, (key, record) in zip(stat_at, refreshed, strict=True):
+                s = work[i][0]
+                s.ctl_key = key
+                if record is not None:
+                    stats.read += 1
+                    if record != s.record:
+                        s.record = record
+                        due[i] = True
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        updates: list[StatusUpdate] = []
+        for (s, uid, pod, job, row, submitted), dirty in zip(work, due, strict=True):
+            if not dirty:
+                continue
+            stats.computed += 1
+            s.pod, s.version, s.job, s.submitted = (
+                pod,
+                pod.metadata.resource_version,
+                job,
+                submitted,
+            )
+            if job.error:
+                status = failed_status(pod, reason=job.reason, message=job.error, now=now)
+            else:
+                view = (
+                    JobView(job_id=row.job_id, state=row.state, reason=row.reason, nodes=row.nodes)
+                    if row
+                    else None
+                )
+                status = pod_status(
+                    pod,
+                    job=view,
+                    record=s.record,
+                    submitted=submitted,
+                    now=now,
+                    host_ip=self.host_ip,
+                )
+            mark = fingerprint(status)
+            if s.mark != mark:
+                s.mark = mark
+                updates.append((uid, status))
+        stats.sent = len(updates)
+        self.last = stats
+        return updates
+
+
 async def serve_status_poller(
-    slurm: SlurmClient,
+    slurm: SqueueSource,
     *,
     store: PodStore,
     jobs: JobTable,
@@ -71,54 +294,23 @@ async def serve_status_poller(
     host_ip: str | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    sent: dict[str, bytes] = {}
+    poller = StatusPoller(store=store, jobs=jobs, paths=paths, host_ip=host_ip)
     started = False
     while True:
-        tick = trio.current_time()
+        began = trio.current_time()
         try:
             rows = await slurm.squeue()
         except (SlurmCommandError, ParseError) as exc:
             log.warning("squeue failed: %s; keeping the last known statuses", exc)
             await trio.sleep(interval)
             continue
-        by_name = {r.name: r for r in rows}
-        work = []
-        for uid, job in jobs.items():
-            pod = store.get(uid)
-            if (
-                pod is None
-                or pod.status.phase in ("Succeeded", "Failed")
-                or pod.metadata.deletion_timestamp
-            ):
-                continue
-            work.append((uid, pod, job))
-        records = await trio.to_thread.run_sync(_read_records, paths, [uid for uid, _, _ in work])
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        for (uid, pod, job), record in zip(work, records, strict=True):
-            if job.error:
-                status = failed_status(pod, reason=job.reason, message=job.error, now=now)
-            else:
-                row = by_name.get(job_name(uid))
-                view = (
-                    JobView(job_id=row.job_id, state=row.state, reason=row.reason, nodes=row.nodes)
-                    if row
-                    else None
-                )
-                # A job submitted after this squeue call began is not missing, just not listed yet.
-                submitted = job.submitted_at < tick
-                status = pod_status(
-                    pod, job=view, record=record, submitted=submitted, now=now, host_ip=host_ip
-                )
-            mark = fingerprint(status)
-            if sent.get(uid) != mark:
-                sent[uid] = mark
-                await updates.send((uid, status))
-        for uid in set(sent) - {uid for uid, _ in jobs.items()}:
-            del sent[uid]
+        for update in await poller.tick(rows, began=began):
+            await updates.send(update)
+        log.debug("status tick: %s", poller.last)
         if not started:
             task_status.started()
             started = True
-        await trio.sleep(max(0.0, interval - (trio.current_time() - tick)))
+        await trio.sleep(max(0.0, interval - (trio.current_time() - began)))
 
 
 def failed_status(pod: Any, *, reason: str, message: str, now: str) -> dict[str, Any]:

@@ -13,9 +13,12 @@ from types import ModuleType
 
 import pytest
 
-from mobius._fast import SqueueRow, _squeue_py
+from mobius._fast import SqueueRow, _diff_py, _squeue_py
 
 Parser = Callable[[str], list[SqueueRow]]
+Differ = Callable[
+    [dict[str, SqueueRow], list[SqueueRow]], tuple[dict[str, SqueueRow], list[str]]
+]
 
 
 def extensions_required() -> bool:
@@ -47,3 +50,18 @@ def parser(request: pytest.FixtureRequest) -> Parser:
         return _squeue_py.parse_squeue
     parse: Parser = compiled_module("_squeue").parse_squeue
     return parse
+
+
+@pytest.fixture(scope="session")
+def compiled_differ() -> Differ:
+    diff: Differ = compiled_module("_diff").diff_rows
+    return diff
+
+
+@pytest.fixture(scope="session", params=["python", "compiled"])
+def differ(request: pytest.FixtureRequest) -> Differ:
+    """``diff_rows`` of each twin (session-scoped, so hypothesis may use it too)."""
+    if request.param == "python":
+        return _diff_py.diff_rows
+    diff: Differ = compiled_module("_diff").diff_rows
+    return diff

@@ -12,12 +12,14 @@ from tests.conftest import Stack
 pytestmark = pytest.mark.e2e
 
 
-def _pod(name: str, command: str, *, grace: int = 3, cpu: str | None = None) -> str:
+def _pod(name: str, command: str, *, grace: int = 3, cpu: str | None = None,
+         begin: str | None = None) -> str:
     container: dict[str, object] = {"name": "main", "image": "busybox", "command": ["sh", "-c", command]}
     if cpu:
         container["resources"] = {"requests": {"cpu": cpu}}
+    annotations = {"slurm.mobius.io/flags": f"--begin={begin}"} if begin else {}
     return json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "annotations": annotations},
         "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": grace,
                  "containers": [container]},
     })
@@ -42,8 +44,8 @@ def test_deleting_a_running_pod_stops_its_job(stack: Stack) -> None:
 
 
 def test_deleting_a_pending_pod_cancels_its_job(stack: Stack) -> None:
-    # Asks for more CPUs than the private cluster has: Slurm keeps it pending.
-    stack.kubectl("apply", "-f", "-", stdin=_pod("waiter", "sleep 100", cpu="4000"))
+    # Asks Slurm to start it in an hour: the job stays PENDING (BeginTime).
+    stack.kubectl("apply", "-f", "-", stdin=_pod("waiter", "sleep 100", begin="now+1hour"))
     stack.wait_for("waiter's job to be pending",
                    lambda: "PENDING" in (stack.get_json("pod", "waiter")["status"].get("message") or ""))
     pod = stack.get_json("pod", "waiter")
