@@ -1,96 +1,50 @@
-"""Benchmark fixtures: synthetic squeue output, and the same-run ratio report.
+"""Benchmark fixtures: sizes, synthetic squeue output, the same-run ratio report, the results.
 
 ``pytest benchmarks/`` runs from the repository root (pyproject's ``testpaths`` only names
 ``tests``). Every benchmark measures its baseline in the same run and the ratios are printed
 at the end of the session, whatever pytest-benchmark's own table shows.
+
+Sizes: ``--quick`` (the default, a few minutes on 2 cores: what CI runs) uses the sizes the
+targets are stated for (10k pods, 10k/100k rows) with few rounds; ``--full`` adds bigger sizes
+(100k rows to diff, 100k queued jobs around the 10k pods of a tick, 30k pods in memory) and
+more rounds. Every figure also goes to a JSON file (``--results``, default
+``.benchmarks/results.json``, next to pytest-benchmark's own files).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
-import random
-import uuid
+import platform
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
+from _scale import squeue_output
 
-_STATES = (
-    # (state, weight)
-    ("RUNNING", 50),
-    ("PENDING", 35),
-    ("COMPLETING", 4),
-    ("COMPLETED", 4),
-    ("CANCELLED", 3),
-    ("FAILED", 2),
-    ("TIMEOUT", 1),
-    ("CONFIGURING", 1),
-)
-_PENDING_REASONS = (
-    "Priority",
-    "Priority",
-    "Priority",
-    "Resources",
-    "Resources",
-    "Dependency",
-    "BeginTime",
-    "QOSMaxJobsPerUserLimit",
-    "ReqNodeNotAvail, UnavailableNodes:gpu[003,017-020]",
-    "(null)",
-)
-_ENDED_REASONS = ("None", "NonZeroExitCode", "TimeLimit", "(null)")
+import mobius._fast
 
 
-def squeue_output(n: int, *, seed: int = 0) -> str:
-    """What ``squeue --noheader --format=SQUEUE_FORMAT`` prints for ``n`` jobs.
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mobius benchmarks")
+    group.addoption("--quick", action="store_true", help="CI sizes and rounds (the default)")
+    group.addoption("--full", action="store_true", help="full sizes and more rounds")
+    group.addoption(
+        "--results",
+        default=".benchmarks/results.json",
+        help="where to write the JSON of results (default: %(default)s)",
+    )
 
-    A realistic mix: mostly RUNNING (node lists, start and end times) and PENDING (a reason,
-    start time N/A or an estimate, no nodes), a few finishing or finished ones; some array
-    tasks (``123_4``), pending array ranges (``123_[5-99%10]``) and het-job components
-    (``77+1``). Names are 36-character UUIDs, as Mobius names its jobs after pod UIDs.
-    """
-    rng = random.Random(seed)
-    states = [state for state, _ in _STATES]
-    weights = [weight for _, weight in _STATES]
-    base = 4_000_000
-    lines = []
-    for i in range(n):
-        job = base + i
-        kind = rng.random()
-        if kind < 0.05:
-            job_id = f"{base - 1000}_{i % 1000}"
-        elif kind < 0.06:
-            job_id = f"{base - 2000}_[{i % 50}-{i % 50 + 49}%10]"
-        elif kind < 0.07:
-            job_id = f"{job}+{i % 3}"
-        else:
-            job_id = str(job)
-        state = rng.choices(states, weights)[0]
-        if job_id.endswith("]"):
-            state = "PENDING"
-        day, hour, minute = 1 + i % 28, rng.randrange(24), rng.randrange(60)
-        start = f"2024-06-{day:02d}T{hour:02d}:{minute:02d}:{rng.randrange(60):02d}"
-        end = f"2024-06-{day + 1:02d}T{hour:02d}:{minute:02d}:00"
-        if state == "PENDING":
-            reason = rng.choice(_PENDING_REASONS)
-            nodes = ""
-            if reason not in ("Resources", "Priority"):
-                start = end = "N/A"
-        elif state in ("RUNNING", "COMPLETING", "CONFIGURING"):
-            reason = "None"
-            first = rng.randrange(1, 500)
-            count = rng.choice((1, 1, 1, 2, 4, 16))
-            nodes = (
-                f"node{first:03d}" if count == 1 else f"node[{first:03d}-{first + count - 1:03d}]"
-            )
-        else:
-            reason = rng.choice(_ENDED_REASONS)
-            nodes = f"node{rng.randrange(1, 500):03d}"
-        name = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        lines.append(f"{job_id}|{state}|{reason}|{start}|{end}|{nodes}|{name}\n")
-    return "".join(lines)
 
+@pytest.fixture(scope="session")
+def full(request: pytest.FixtureRequest) -> bool:
+    """Whether ``--full`` sizes were asked for (``--quick`` wins if both are given)."""
+    return bool(request.config.getoption("--full")) and not request.config.getoption("--quick")
 
 @pytest.fixture(scope="session")
 def make_squeue_output() -> Callable[[int], str]:
@@ -129,6 +83,18 @@ def compiled_fast() -> Callable[[str], ModuleType | None]:
 
 
 _RATIOS = pytest.StashKey[dict[str, str]]()
+_RESULTS = pytest.StashKey[dict[str, dict[str, Any]]]()
+
+
+@pytest.fixture(scope="session")
+def record(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """``record(key, **figures)``: figures of one benchmark for the JSON of results."""
+    results = request.config.stash.setdefault(_RESULTS, {})
+
+    def add(key: str, **figures: Any) -> None:
+        results.setdefault(key, {}).update(figures)
+
+    return add
 
 
 @pytest.fixture(scope="session")
@@ -148,6 +114,25 @@ def pytest_terminal_summary(
 ) -> None:
     ratios = config.stash.get(_RATIOS, {})
     if ratios:
-        terminalreporter.section("compiled vs pure (same run, best of several rounds)")
+        terminalreporter.section("each figure against its baseline (same run)")
         for line in ratios.values():
             terminalreporter.write_line(line)
+    results = config.stash.get(_RESULTS, {})
+    if results:
+        path = Path(config.getoption("--results"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        full = config.getoption("--full") and not config.getoption("--quick")
+        machine = {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "compiled": mobius._fast.COMPILED,
+        }
+        document = {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "sizes": "full" if full else "quick",
+            "machine": machine,
+            "results": results,
+        }
+        path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        terminalreporter.write_line(f"results written to {path}")

@@ -32,13 +32,17 @@ def timed(parse: Parser, text: str) -> float:
 
 
 @cache
-def same_run_ratio(compiled: Parser, text: str) -> str:
-    """Best-of-rounds times of both twins on ``text``, interleaved, and their ratio."""
+def same_run_times(compiled: Parser, text: str) -> tuple[float, float]:
+    """Best-of-rounds times of both twins on ``text``, interleaved."""
     rounds = max(5, 500_000 // (text.count("\n") or 1))
     compiled_s = pure_s = float("inf")
     for _ in range(rounds):
         compiled_s = min(compiled_s, timed(compiled, text))
         pure_s = min(pure_s, timed(_squeue_py.parse_squeue, text))
+    return compiled_s, pure_s
+
+
+def ratio_line(compiled_s: float, pure_s: float) -> str:
     return (
         f"compiled {compiled_s * 1e3:7.2f} ms, pure {pure_s * 1e3:7.2f} ms: "
         f"compiled/pure = {compiled_s / pure_s:.2f} ({pure_s / compiled_s:.1f}x faster)"
@@ -52,6 +56,7 @@ def test_parse_squeue(
     make_squeue_output: Callable[[int], str],
     compiled_fast: Callable[[str], ModuleType | None],
     report_ratio: Callable[[str, str], None],
+    record: Callable[..., None],
     twin: str,
     size: int,
 ) -> None:
@@ -69,4 +74,12 @@ def test_parse_squeue(
     rows = benchmark(twins[twin], text)
     assert len(rows) == size
     if "compiled" in twins:
-        report_ratio(key, f"{key}: {same_run_ratio(twins['compiled'], text)}")
+        compiled_s, pure_s = same_run_times(twins["compiled"], text)
+        report_ratio(key, f"{key}: {ratio_line(compiled_s, pure_s)}")
+        record(
+            f"parse_squeue_{SIZES[size]}",
+            rows=size,
+            compiled_ms=round(compiled_s * 1e3, 3),
+            pure_ms=round(pure_s * 1e3, 3),
+            speedup=round(pure_s / compiled_s, 2),
+        )

@@ -5,6 +5,7 @@ The job script writes one small file per fact, atomically (write a temp file, th
     ctl/node                  hostname of the node the job runs on
     ctl/pod.ip                the pod's IP
     ctl/pod.started           when the sandbox was up (RFC 3339)
+    ctl/stopping              "<when> <kubelet|slurm>": the script got TERM and stops the pod
     ctl/c/<container>.started   when the container (last) started
     ctl/c/<container>.exit      "<exit code> <finished at>" of its last run
     ctl/c/<container>.restarts  how often it was restarted in place
@@ -32,6 +33,7 @@ class PodRecord(msgspec.Struct, frozen=True):
     pod_ip: str | None = None
     started_at: str | None = None
     containers: dict[str, ContainerRecord] = {}
+    stopped_by: str | None = None  # "kubelet" or "slurm": who sent the job script TERM
 
 
 def parse_exit(text: str) -> tuple[int, str | None]:
@@ -72,4 +74,5 @@ def pod_record(files: dict[str, str]) -> PodRecord:
         pod_ip=files.get("pod.ip", "").strip() or None,
         started_at=files.get("pod.started", "").strip() or None,
         containers=containers,
+        stopped_by=(files.get("stopping", "").split()[1:2] or [None])[0],
     )

@@ -180,6 +180,9 @@ def pod_status(
         or (spec.restart_policy == "OnFailure" and all(code == 0 for code in app_exits))
     ):
         phase = "Succeeded" if all(code == 0 for code in app_exits) else "Failed"
+        if record.stopped_by == "slurm" and job is not None and not job_ended:
+            # Slurm warned the job (time limit, preemption): its verdict is still to come.
+            phase = "Running"
         if phase == "Failed" and job is not None and state in _SLURM_ENDED_IT:
             # The containers exited because Slurm stopped the job (time limit, preemption...).
             reason, message = _ENDED_REASON[state]

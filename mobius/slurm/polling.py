@@ -8,8 +8,11 @@ second, so a tick does work only where something may have moved:
   names whose job id, state, reason, times or nodes changed, and the jobs that left squeue;
 - control files are written only by a running job script, always by rename, so a rename shows
   as a new mtime of the folder (``ctl/`` or ``ctl/c/``). For pods whose job runs, ended or just
-  changed, both folders are stat'ed and read again only when an mtime moved (in a worker
-  thread); pods whose job waits in the queue keep their last record without a syscall;
+  changed, the folders are stat'ed and read again only when an mtime moved (in a worker
+  thread); pods whose job waits in the queue keep their last record without a syscall. A run
+  writes its pod-level files (``node``, ``pod.ip``, then ``pod.started``) once, at its start, so
+  once ``pod.started`` was read only ``ctl/c/`` is stat'ed, until the job's row changes again
+  (a requeued job runs the script anew after a state change);
 - the pure :func:`mobius.pods.status.pod_status` is asked again only for pods whose squeue row,
   control files, pod object (resourceVersion), job, or submitted-ness changed; its answer goes
   to the writer only when it differs from what was sent (transition times aside).
@@ -89,29 +92,34 @@ def read_ctl(ctl: str | os.PathLike[str]) -> dict[str, str]:
     return files
 
 
-def _mtime(path: str) -> int:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return -1
-
-
 def _refresh(
-    work: list[tuple[str, _CtlKey | None]],
-) -> list[tuple[_CtlKey | None, PodRecord | None]]:
-    """For each ``(ctl folder, key when last read)``: the new key, and the record if re-read.
+    work: list[tuple[str, str, _CtlKey | None, bool]],
+) -> list[tuple[_CtlKey | None, PodRecord] | None]:
+    """For each ``(ctl folder, ctl/c folder, key when last read, whether to stat ctl/ too)``:
+    None if the folders did not move, else the new key and the record read again.
 
-    Runs in a worker thread. The key is None when the read was racy (see ``RACY_NS``).
+    Runs in a worker thread. The new key is None when the read was racy (see ``RACY_NS``).
     """
-    out: list[tuple[_CtlKey | None, PodRecord | None]] = []
-    for ctl, old in work:
-        racy_after = time.time_ns() - RACY_NS
-        key = (_mtime(ctl), _mtime(ctl + "/c"))
-        if key == old:
-            out.append((key, None))
+    racy_after = time.time_ns() - RACY_NS
+    stat = os.stat
+    out: list[tuple[_CtlKey | None, PodRecord] | None] = []
+    for ctl, ctl_c, old, top in work:
+        try:
+            c = stat(ctl_c).st_mtime_ns
+        except OSError:
+            c = -1
+        if top or old is None:
+            try:
+                t = stat(ctl).st_mtime_ns
+            except OSError:
+                t = -1
+        else:
+            t = old[0]
+        if old is not None and c == old[1] and t == old[0]:
+            out.append(None)
             continue
         record = pod_record(read_ctl(ctl))
-        out.append((None if max(key) >= racy_after else key, record))
+        out.append((None if t >= racy_after or c >= racy_after else (t, c), record))
     return out
 
 
@@ -128,6 +136,7 @@ class _Seen:
 
     __slots__ = (
         "ctl",
+        "ctl_c",
         "ctl_key",
         "job",
         "mark",
@@ -142,6 +151,7 @@ class _Seen:
     def __init__(self, uid: str, root: str) -> None:
         self.name = job_name(uid)
         self.ctl = os.path.join(root, uid, "ctl")
+        self.ctl_c = os.path.join(self.ctl, "c")
         self.ctl_key: _CtlKey | None = None  # None: read the folder at the next chance
         self.record = _NO_RECORD
         self.pod: Pod | None = None
@@ -199,14 +209,15 @@ class StatusPoller:
         # The live pods that need a look: their inputs, and whether a verdict is due.
         work: list[tuple[_Seen, str, Pod, Job, SqueueRow | None, bool]] = []
         due: list[bool] = []
-        to_stat: list[tuple[str, _CtlKey | None]] = []
+        to_stat: list[tuple[str, str, _CtlKey | None, bool]] = []
         stat_at: list[int] = []  # index in work of each to_stat entry
         items = self.jobs.items()
+        live = 0
         for uid, job in items:
             pod = store.get(uid)
             if pod is None or pod.status.phase in _FINAL_PHASES or pod.metadata.deletion_timestamp:
                 continue
-            stats.live_pods += 1
+            live += 1
             s = seen.get(uid)
             if s is None:
                 s = seen[uid] = _Seen(uid, root)
@@ -228,24 +239,28 @@ class StatusPoller:
             dirty = dirty or row_changed or submitted != s.submitted
             if s.ctl_key is None or row_changed or row is None or row.state not in WAITING:
                 stat_at.append(len(work))
-                to_stat.append((s.ctl, s.ctl_key))
+                # pod.started is the last pod-level file a run writes: after it, only ctl/c moves.
+                top = row_changed or s.record.started_at is None
+                to_stat.append((s.ctl, s.ctl_c, s.ctl_key, top))
             elif not dirty:
                 continue
             work.append((s, uid, pod, job, row, submitted))
             due.append(dirty)
+        stats.live_pods = live
         for uid in seen.keys() - {uid for uid, _ in items}:
             del seen[uid]
         stats.stat = len(to_stat)
         if to_stat:
             refreshed = await trio.to_thread.run_sync(_refresh, to_stat)
-            for i, (key, record) in zip(stat_at, refreshed, strict=True):
+            for i, fresh in zip(stat_at, refreshed, strict=True):
+                if fresh is None:
+                    continue
                 s = work[i][0]
-                s.ctl_key = key
-                if record is not None:
-                    stats.read += 1
-                    if record != s.record:
-                        s.record = record
-                        due[i] = True
+                s.ctl_key, record = fresh
+                stats.read += 1
+                if record != s.record:
+                    s.record = record
+                    due[i] = True
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         updates: list[StatusUpdate] = []
         for (s, uid, pod, job, row, submitted), dirty in zip(work, due, strict=True):

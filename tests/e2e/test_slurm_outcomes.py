@@ -15,14 +15,24 @@ pytestmark = pytest.mark.e2e
 TRAP = "trap 'echo got TERM; exit 143' TERM; echo started; while :; do sleep 0.2; done"
 
 
-def _apply(stack: Stack, name: str, command: str, *, annotations: dict[str, str] | None = None,
-           **spec: object) -> None:
+def _apply(
+    stack: Stack,
+    name: str,
+    command: str,
+    *,
+    annotations: dict[str, str] | None = None,
+    **spec: object,
+) -> None:
     pod = {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {"name": name, "annotations": annotations or {}},
-        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 2,
-                 "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", command]}],
-                 **spec},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", command]}],
+            **spec,
+        },
     }
     stack.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
 
@@ -31,6 +41,7 @@ def _failed(stack: Stack, name: str, timeout: float = 120) -> dict:  # type: ign
     def done() -> dict | None:  # type: ignore[type-arg]
         status = stack.get_json("pod", name)["status"]
         return status if status.get("phase") in ("Failed", "Succeeded") else None
+
     status: dict = stack.wait_for(f"{name} to end", done, timeout=timeout)  # type: ignore[type-arg]
     assert status["phase"] == "Failed", status
     return status
@@ -47,25 +58,33 @@ def test_active_deadline_fails_the_pod_as_kubernetes_does(stack: Stack) -> None:
     assert status["reason"] == "DeadlineExceeded"
     assert "deadline" in status["message"]
     uid = stack.get_json("pod", "deadline")["metadata"]["uid"]
-    states = _slurm(stack, "squeue", "-h", "--states=all", "-n", f"mobius-{uid}", "-o", "%T").split()
+    states = _slurm(
+        stack, "squeue", "-h", "--states=all", "-n", f"mobius-{uid}", "-o", "%T"
+    ).split()
     assert states and all(s not in ("RUNNING", "PENDING") for s in states)
     stack.kubectl("delete", "pod", "deadline", "--wait=false")
 
 
 def test_slurm_time_limit_gives_the_containers_their_grace_then_timeout(stack: Stack) -> None:
+    # Slurm keeps time limits in whole minutes: "0:10" becomes one minute.
     _apply(stack, "limited", TRAP, annotations={"slurm.mobius.io/time": "0:10"})
     status = _failed(stack, "limited", timeout=180)
     uid = stack.get_json("pod", "limited")["metadata"]["uid"]
-    assert status["reason"] == "DeadlineExceeded", status
+    assert status.get("reason") == "DeadlineExceeded", status
     assert "time limit" in status["message"]
-    assert _slurm(stack, "squeue", "-h", "--states=all", "-n", f"mobius-{uid}", "-o", "%T").split() == ["TIMEOUT"]
+    assert _slurm(
+        stack, "squeue", "-h", "--states=all", "-n", f"mobius-{uid}", "-o", "%T"
+    ).split() == ["TIMEOUT"]
     assert stack.kubectl("logs", "limited") == "started\ngot TERM\n"
     stack.kubectl("delete", "pod", "limited", "--wait=false")
 
 
 def test_scancel_from_outside_fails_the_pod_with_a_clear_reason(stack: Stack) -> None:
     _apply(stack, "cancelled", TRAP)
-    stack.wait_for("cancelled to run", lambda: stack.get_json("pod", "cancelled")["status"].get("phase") == "Running")
+    stack.wait_for(
+        "cancelled to run",
+        lambda: stack.get_json("pod", "cancelled")["status"].get("phase") == "Running",
+    )
     uid = stack.get_json("pod", "cancelled")["metadata"]["uid"]
     job_id = _slurm(stack, "squeue", "-h", "-n", f"mobius-{uid}", "-o", "%i").strip()
     _slurm(stack, "scancel", job_id)
@@ -77,15 +96,22 @@ def test_scancel_from_outside_fails_the_pod_with_a_clear_reason(stack: Stack) ->
 
 def test_a_pod_that_can_never_fit_stays_pending_with_a_reason(stack: Stack) -> None:
     pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "huge"},
-        "spec": {"containers": [{"name": "main", "image": "busybox",
-                                 "resources": {"requests": {"cpu": "4000"}}}]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "huge"},
+        "spec": {
+            "containers": [
+                {"name": "main", "image": "busybox", "resources": {"requests": {"cpu": "4000"}}}
+            ]
+        },
     }
     stack.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
 
     def unschedulable() -> dict | None:  # type: ignore[type-arg]
         conds = stack.get_json("pod", "huge")["status"].get("conditions", [])
-        return next((c for c in conds if c["type"] == "PodScheduled" and c["status"] == "False"), None)
+        return next(
+            (c for c in conds if c["type"] == "PodScheduled" and c["status"] == "False"), None
+        )
 
     cond = stack.wait_for("huge to be unschedulable", unschedulable, timeout=60)
     assert cond["reason"] == "Unschedulable"
@@ -93,7 +119,9 @@ def test_a_pod_that_can_never_fit_stays_pending_with_a_reason(stack: Stack) -> N
     pod_now = stack.get_json("pod", "huge")
     assert pod_now["status"]["phase"] == "Pending"
     assert not pod_now["spec"].get("nodeName")
-    assert "FailedScheduling" in stack.kubectl("get", "events", "--field-selector=involvedObject.name=huge")
+    assert "FailedScheduling" in stack.kubectl(
+        "get", "events", "--field-selector=involvedObject.name=huge"
+    )
     stack.kubectl("delete", "pod", "huge", "--wait=false")
 
 

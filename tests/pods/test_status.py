@@ -13,16 +13,26 @@ NOW = "2026-01-01T00:00:10Z"
 
 
 def pod(restart: str = "Never") -> Pod:
-    return msgspec.convert({
-        "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
-        "spec": {"restartPolicy": restart, "containers": [{"name": "c", "image": "busybox"}]},
-    }, Pod)
+    return msgspec.convert(
+        {
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+            "spec": {"restartPolicy": restart, "containers": [{"name": "c", "image": "busybox"}]},
+        },
+        Pod,
+    )
 
 
-def status(state: str | None, files: dict[str, str] | None = None, *, submitted: bool = True,
-           restart: str = "Never") -> dict:
+def status(
+    state: str | None,
+    files: dict[str, str] | None = None,
+    *,
+    submitted: bool = True,
+    restart: str = "Never",
+) -> dict:
     job = JobView(job_id="7", state=state, reason="Priority") if state else None
-    return pod_status(pod(restart), job=job, record=pod_record(files or {}), submitted=submitted, now=NOW)
+    return pod_status(
+        pod(restart), job=job, record=pod_record(files or {}), submitted=submitted, now=NOW
+    )
 
 
 def test_pending_job_keeps_pod_pending_with_reason() -> None:
@@ -85,3 +95,29 @@ def test_restart_always_keeps_running_after_exit() -> None:
     st = status("RUNNING", files, restart="Always")
     assert st["phase"] == "Running"
     assert st["containerStatuses"][0]["restartCount"] == 2
+
+
+def test_slurm_warning_signal_waits_for_slurms_verdict() -> None:
+    files = {
+        "pod.started": NOW,
+        "c/c.started": NOW,
+        "c/c.exit": f"143 {NOW}",
+        "stopping": f"{NOW} slurm",
+    }
+    waiting = status("RUNNING", files)
+    assert waiting["phase"] == "Running"
+    assert waiting["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 143
+    ended = status("TIMEOUT", files)
+    assert ended["phase"] == "Failed"
+    assert ended["reason"] == "DeadlineExceeded"
+    assert "(job 7)" in ended["message"]
+
+
+def test_kubelet_stop_does_not_wait() -> None:
+    files = {
+        "pod.started": NOW,
+        "c/c.started": NOW,
+        "c/c.exit": f"0 {NOW}",
+        "stopping": f"{NOW} kubelet",
+    }
+    assert status("RUNNING", files)["phase"] == "Succeeded"

@@ -28,7 +28,7 @@ from mobius.errors import SlurmCommandError
 from mobius.models import Pod
 from mobius.pods.records import pod_record
 from mobius.pods.script import job_name
-from mobius.pods.status import JobView, pod_status
+from mobius.pods.status import WAITING, JobView, pod_status
 from mobius.slurm.polling import (
     StatusPoller,
     StatusUpdate,
@@ -68,13 +68,15 @@ class FakeSlurm:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.ticks = 0  # rows handed over so far
         self._send, self._receive = trio.open_memory_channel[list[SqueueRow]](0)
-        self._called = trio.Event()
+        self._called = trio.Condition()
         self.during_call: Callable[[], None] | None = None
 
     async def squeue(self) -> list[SqueueRow]:
-        self.calls += 1
-        self._called.set()
+        async with self._called:
+            self.calls += 1
+            self._called.notify_all()
         rows = await self._receive.receive()
         await trio.sleep(0.25)  # squeue takes a while: jobs may be submitted meanwhile
         if self.during_call is not None:
@@ -84,9 +86,11 @@ class FakeSlurm:
 
     async def tick(self, rows: list[SqueueRow]) -> None:
         """Run one tick over ``rows`` and wait until it is done (the next squeue call)."""
-        self._called = trio.Event()
         await self._send.send(rows)
-        await self._called.wait()
+        self.ticks += 1
+        async with self._called:
+            while self.calls <= self.ticks:
+                await self._called.wait()
 
 
 class Kubelet:
@@ -104,12 +108,14 @@ class Kubelet:
         self.jobs.set(uid, Job(job_id=f"1{uid[-4:]}", submitted_at=submitted_at))
 
     def put(self, uid: str, name: str, content: str) -> None:
-        """Write ``ctl/<name>`` as the job script does, then pin its folders' mtimes (see top)."""
+        """Write ``ctl/<name>`` as the job script does, then pin the mtime of the folders it
+        changed (see top): ``ctl/c`` for container files, ``ctl`` for pod files."""
         ctl = self.paths.ctl_dir(uid)
+        changed = [] if (ctl / "c").is_dir() else [ctl, ctl / "c"]
         (ctl / "c").mkdir(parents=True, exist_ok=True)
         (ctl / f"{name}.tmp").write_text(content + "\n")
         os.replace(ctl / f"{name}.tmp", ctl / name)
-        for folder in (ctl, ctl / "c"):
+        for folder in changed or [ctl / "c" if name.startswith("c/") else ctl]:
             when = next(_mtimes)
             os.utime(folder, (when, when))
 
@@ -247,11 +253,15 @@ async def test_squeue_failure_keeps_statuses_and_polls_again(
 ) -> None:
     class Flaky:
         calls = 0
+        fourth = trio.Event()
 
         async def squeue(self) -> list[SqueueRow]:
             self.calls += 1
             if self.calls == 2:
                 raise SlurmCommandError(["squeue"], 1, "slurmctld down")
+            if self.calls == 4:
+                self.fourth.set()
+                await trio.sleep_forever()
             return [row(uid)]
 
     k = Kubelet(tmp_path)
@@ -259,11 +269,15 @@ async def test_squeue_failure_keeps_statuses_and_polls_again(
     k.add(uid)
     send, receive = trio.open_memory_channel[StatusUpdate](math.inf)
     slurm = Flaky()
-    with trio.move_on_after(3.5):
-        await serve_status_poller(slurm, store=k.store, jobs=k.jobs, paths=k.paths,
-                                  updates=send, interval=1.0)
-    assert slurm.calls == 4  # at 0, 1 (failed), 2 and 3 seconds
-    assert [u for u, _ in [receive.receive_nowait()]] == [uid]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: serve_status_poller(
+                slurm, store=k.store, jobs=k.jobs, paths=k.paths, updates=send, interval=1.0
+            )
+        )
+        await slurm.fourth.wait()
+        nursery.cancel_scope.cancel()
+    assert [u for u, _ in [receive.receive_nowait()]] == [uid]  # once, before the failure
     with pytest.raises(trio.WouldBlock):
         receive.receive_nowait()
 
@@ -359,6 +373,7 @@ async def test_same_updates_as_the_naive_poller(tmp_path: Path, seed: int) -> No
     k = Kubelet(tmp_path)
     pods = uids(40)
     state: dict[str, str | None] = {}
+    started: set[str] = set()  # pods whose run wrote its pod files (node, pod.ip, pod.started)
     for uid in pods[:30]:
         k.add(uid, containers=("app", "side"))
         state[uid] = "PENDING"
@@ -373,13 +388,18 @@ async def test_same_updates_as_the_naive_poller(tmp_path: Path, seed: int) -> No
                 state[uid] = rng.choice(("PENDING", None))
             elif what == 0:
                 state[uid] = rng.choice(_STATES)
+                started.discard(uid)  # a new run, maybe (requeued)
+            elif what in (1, 2, 3) and state[uid] in WAITING:
+                continue  # the job script writes control files only while its job runs
             elif what == 1:
                 k.put(uid, f"c/{rng.choice(('app', 'side'))}.started", f"2026-01-01T00:00:{tick:02d}Z")
             elif what == 2:
                 code = rng.choice((0, 0, 1, 137))
                 k.put(uid, f"c/{rng.choice(('app', 'side'))}.exit", f"{code} 2026-01-01T00:01:{tick:02d}Z")
-            elif what == 3:
-                k.put(uid, rng.choice(("pod.ip", "node", "pod.started")), f"v{tick}")
+            elif what == 3 and uid not in started:  # once per run, pod.started last
+                for name in rng.sample(["node", "pod.ip"], rng.randrange(3)) + ["pod.started"]:
+                    k.put(uid, name, f"v{tick}")
+                started.add(uid)
             elif what == 4:
                 k.store.put(make_pod(uid, version=str(next(versions)), containers=("app", "side")))
             elif what == 5:
