@@ -61,7 +61,8 @@ def test_active_deadline_fails_the_pod_as_kubernetes_does(stack: Stack) -> None:
     states = _slurm(
         stack, "squeue", "-h", "--states=all", "-n", f"mobius-{uid}", "-o", "%T"
     ).split()
-    assert states and all(s not in ("RUNNING", "PENDING") for s in states)
+    assert states
+    assert all(s not in ("RUNNING", "PENDING") for s in states)
     stack.kubectl("delete", "pod", "deadline", "--wait=false")
 
 
