@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--apiserver-port", type=int, default=6443)
     up.add_argument("--kubelet-port", type=int, default=10250)
     up.add_argument(
+        "--slurm-cpus",
+        type=int,
+        default=None,
+        help="CPUs the private Slurm node claims (default: this machine's); may exceed them",
+    )
+    up.add_argument(
         "--private-slurm",
         action="store_true",
         help="start a private Slurm even if sinfo reaches a cluster",
@@ -112,6 +118,7 @@ async def _main(args: argparse.Namespace) -> None:
                 apiserver_port=args.apiserver_port,
                 kubelet_port=args.kubelet_port,
                 force_private_slurm=args.private_slurm,
+                slurm_cpus=args.slurm_cpus,
             )
         )
     elif args.command == "kubelet":

@@ -76,7 +76,7 @@ def stack() -> Iterator[Stack]:
     # Short base folder: Unix socket paths (munge) must stay under 108 bytes.
     home = Path(tempfile.mkdtemp(prefix="mobius-e2e-"))
     log = home / "up.log"
-    argv = [sys.executable, "-m", "mobius", "up", "--home", str(home), "--private-slurm",
+    argv = [sys.executable, "-m", "mobius", "up", "--home", str(home), "--private-slurm", "--slurm-cpus", "32",
             "--apiserver-port", str(_free_port()), "--kubelet-port", str(_free_port())]
     with open(log, "wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
