@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 async def run_kubelet(
     settings: KubeletSettings, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> NoReturn:
-    runtime = runtime_named(settings.runtime, flags=settings.podman_flags)
+    runtime = runtime_named(
+        settings.runtime, flags=settings.podman_flags if settings.runtime == "podman" else ()
+    )
     slurm = SlurmClient(env=settings.slurm_env)
     store, jobs, paths = PodStore(), JobTable(), PodPaths(settings.state_dir)
     cluster = ClusterInfo()
@@ -86,6 +88,8 @@ async def run_kubelet(
                     address=settings.node_address,
                     kubelet_port=settings.kubelet_port,
                     runtime=settings.runtime,
+                    max_pods=settings.max_pods,
+                    taint=settings.taint,
                 ),
                 cluster=cluster,
             )

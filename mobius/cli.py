@@ -94,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--client-ca", required=True, help="CA of the API server's kubelet client cert")
     k.add_argument("--slurm-conf", default=None, help="SLURM_CONF for every Slurm command")
     k.add_argument("--poll-interval", type=float, default=1.0)
+    k.add_argument("--max-pods", type=int, default=10000, help="pods the node admits")
+    k.add_argument(
+        "--taint",
+        action="store_true",
+        help="taint the node virtual-kubelet.io/provider=mobius:NoSchedule",
+    )
+    k.add_argument("--runtime", choices=("podman", "apptainer", "singularity"), default="podman")
 
     c = sub.add_parser("controlplane", help="run etcd + kube-apiserver + kube-controller-manager")
     c.add_argument("--data-dir", type=Path, required=True)
@@ -138,6 +145,9 @@ async def _main(args: argparse.Namespace) -> None:
                 serving_key=args.serving_key,
                 client_ca=args.client_ca,
                 poll_interval=args.poll_interval,
+                max_pods=args.max_pods,
+                taint=args.taint,
+                runtime=args.runtime,
                 slurm_env={"SLURM_CONF": args.slurm_conf} if args.slurm_conf else {},
             )
         )

@@ -29,3 +29,5 @@ class KubeletSettings(msgspec.Struct, frozen=True, kw_only=True):
     qps: float = 200.0
     burst: int = 400
     scheduler_names: tuple[str, ...] = ("default-scheduler", "mobius")
+    max_pods: int = 10000
+    taint: bool = False

@@ -27,6 +27,7 @@ from mobius.state import ClusterInfo
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 40
+TAINT = {"key": "virtual-kubelet.io/provider", "value": "mobius", "effect": "NoSchedule"}
 
 
 class NodeSettings(msgspec.Struct, frozen=True):
@@ -34,6 +35,7 @@ class NodeSettings(msgspec.Struct, frozen=True):
     address: str
     kubelet_port: int
     max_pods: int = 10000
+    taint: bool = False  # virtual-kubelet.io/provider=mobius:NoSchedule, as HPK offers
     lease_interval: float = 10.0
     status_interval: float = 60.0
     runtime: str = "podman"
@@ -57,7 +59,7 @@ def node_object(settings: NodeSettings, capacity: Capacity) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": settings.name, "labels": labels},
-        "spec": {},
+        "spec": {"taints": [TAINT] if settings.taint else []},
     }
 
 
@@ -69,6 +71,8 @@ def node_status(settings: NodeSettings, capacity: Capacity, *, since: str) -> di
         "pods": str(settings.max_pods),
         "ephemeral-storage": "100Gi",
     }
+    if capacity.gpus:
+        resources["nvidia.com/gpu"] = str(capacity.gpus)
 
     def cond(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
         return {

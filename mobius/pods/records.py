@@ -69,10 +69,11 @@ def pod_record(files: dict[str, str]) -> PodRecord:
         elif value.isdigit():
             entry["restarts"] = int(value)
     containers = {name: ContainerRecord(**f) for name, f in fields.items()}  # type: ignore[arg-type]
+    stopping = files.get("stopping", "").split()
     return PodRecord(
         node=files.get("node", "").strip() or None,
         pod_ip=files.get("pod.ip", "").strip() or None,
         started_at=files.get("pod.started", "").strip() or None,
         containers=containers,
-        stopped_by=(files.get("stopping", "").split()[1:2] or [None])[0],
+        stopped_by=stopping[1] if len(stopping) > 1 else None,
     )

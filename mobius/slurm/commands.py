@@ -81,7 +81,7 @@ class SlurmClient:
 
     async def capacity(self) -> Capacity:
         """What the cluster offers: total CPUs and memory, largest node, partitions."""
-        out = await self.run(["sinfo", "--noheader", "--Node", "--format=%N|%c|%m|%P"])
+        out = await self.run(["sinfo", "--noheader", "--Node", "--format=%N|%c|%m|%P|%G"])
         return parse_capacity(out)
 
 
@@ -92,20 +92,41 @@ class Capacity(msgspec.Struct, frozen=True):
     max_node_cpus: int
     max_node_memory_mb: int
     partitions: tuple[str, ...]
+    gpus: int = 0
+
+
+def gres_gpus(gres: str) -> int:
+    """GPUs in a node's GRES string: ``gpu:a100:4(S:0-1),nic:1`` -> 4; ``(null)`` -> 0."""
+    total = 0
+    for item in gres.split(","):
+        item = item.split("(", 1)[0].strip()
+        parts = item.split(":")
+        if parts[0] != "gpu" or len(parts) < 2:
+            continue
+        count = parts[-1]
+        if count.isdigit():
+            total += int(count)
+        elif len(parts) == 2 or not count:
+            total += 1
+    return total
 
 
 def parse_capacity(text: str) -> Capacity:
-    seen: dict[str, tuple[int, int]] = {}
+    """``sinfo --Node --format=%N|%c|%m|%P|%G`` -> the cluster's capacity.
+
+    A node in several partitions is listed once per partition; it is counted once.
+    """
+    seen: dict[str, tuple[int, int, int]] = {}
     partitions: list[str] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split("|")
-        if len(parts) != 4:
+        if len(parts) != 5:
             raise ParseError("sinfo output", line, lineno)
-        node, cpus, mem, part = parts
+        node, cpus, mem, part, gres = parts
         try:
-            seen[node] = (int(cpus), int(mem.rstrip("+")))
+            seen[node] = (int(cpus), int(mem.rstrip("+")), gres_gpus(gres))
         except ValueError:
             raise ParseError("sinfo output", line, lineno) from None
         name = part.rstrip("*")
@@ -113,11 +134,12 @@ def parse_capacity(text: str) -> Capacity:
             partitions.append(name)
     return Capacity(
         nodes=len(seen),
-        cpus=sum(c for c, _ in seen.values()),
-        memory_mb=sum(m for _, m in seen.values()),
-        max_node_cpus=max((c for c, _ in seen.values()), default=0),
-        max_node_memory_mb=max((m for _, m in seen.values()), default=0),
+        cpus=sum(c for c, _, _ in seen.values()),
+        memory_mb=sum(m for _, m, _ in seen.values()),
+        max_node_cpus=max((c for c, _, _ in seen.values()), default=0),
+        max_node_memory_mb=max((m for _, m, _ in seen.values()), default=0),
         partitions=tuple(partitions),
+        gpus=sum(g for _, _, g in seen.values()),
     )
 
 
