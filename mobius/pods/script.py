@@ -243,6 +243,7 @@ def render_job(
         f"--output={pod_dir}/job.out",
         f"--chdir={pod_dir}",
         "--nodes=1",
+        "--no-requeue",  # as in Kubernetes, a failed pod is never rerun; controllers make new ones
         "--ntasks=1",
         f"--cpus-per-task={cpu}",
         f"--mem={mem}M",
