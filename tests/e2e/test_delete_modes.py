@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,17 +48,6 @@ def _job_states(stack: Stack, uid: str) -> list[str]:
     return [line.split("|")[1] for line in out.splitlines() if line.startswith(f"mobius-{uid}|")]
 
 
-def _podman_leftovers(uid: str) -> list[str]:
-    """Containers and pod sandboxes of this pod that podman still knows (running or not)."""
-    env = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"}
-    names = []
-    for argv in (["podman", "ps", "-a", "--format", "{{.Names}} {{.Status}}"],
-                 ["podman", "pod", "ps", "--format", "{{.Name}} {{.Status}}"]):
-        out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env, timeout=60).stdout
-        names += [line for line in out.splitlines() if f"mobius-{uid}" in line]
-    return names
-
-
 def _pod_dir(stack: Stack, uid: str) -> Path:
     return stack.home / "state" / "pods" / uid
 
@@ -66,12 +56,45 @@ def _pod_exists(stack: Stack, name: str) -> bool:
     return f"pod/{name}" in stack.kubectl("get", "pods", "-o", "name").split()
 
 
+def _podman(*argv: str) -> str:
+    env = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"}
+    return subprocess.run(["podman", *argv], capture_output=True, text=True, check=True, env=env, timeout=60).stdout
+
+
+def _podman_leftovers(uid: str) -> list[str]:
+    """Containers and pod sandboxes of this pod that podman still knows (running or not)."""
+    lines = [*_podman("ps", "-a", "--format", "{{.Names}} {{.Status}}").splitlines(),
+             *_podman("pod", "ps", "--format", "{{.Name}} (pod) {{.Status}}").splitlines()]
+    return [line for line in lines if f"mobius-{uid}" in line]
+
+
 def _assert_nothing_left(stack: Stack, uid: str, *, timeout: float = 60) -> None:
     stack.wait_for("the job to end",
                    lambda: all(s not in ("RUNNING", "PENDING", "COMPLETING") for s in _job_states(stack, uid)),
                    timeout=timeout)
     stack.wait_for("the pod folder to be removed", lambda: not _pod_dir(stack, uid).exists(), timeout=timeout)
-    stack.wait_for("podman to forget the pod's containers", lambda: not _podman_leftovers(uid), timeout=timeout)
+    left: list[str] = []
+
+    def podman_clean() -> bool:
+        left[:] = _podman_leftovers(uid)
+        return not left
+
+    try:
+        stack.wait_for("podman to forget the pod's containers", podman_clean, timeout=timeout)
+    except AssertionError:
+        pytest.fail(f"podman still has, {timeout:.0f} s after the job ended: {left}")
+
+
+@pytest.fixture
+def uids() -> Iterator[list[str]]:
+    """UIDs of the pods a test made; whatever podman still has of them is removed afterwards,
+    so that a failing test leaves no container running on the machine."""
+    made: list[str] = []
+    yield made
+    for uid in made:
+        subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", "--ignore", f"mobius-{uid}"],
+                       capture_output=True, check=False, timeout=60,
+                       env={**os.environ, "PATH": f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"})
 
 
 def test_graceful_delete_lets_the_container_handle_sigterm(stack: Stack) -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -120,9 +119,11 @@ async def test_frozen_slurm_node_fails_its_pod_with_node_lost(stack: Stack, tmp_
         assert st["reason"] == "NodeLost", st
         assert "node" in st["message"]
         await kubectl("delete", "pod", "lost", "--force", "--grace-period=0")
-        subprocess.run(
+        # The frozen node's job step still runs its containers: remove them.
+        await trio.run_process(
             ["podman", "pod", "rm", "-f", "-t", "0", "--ignore", f"mobius-{uid}"],
-            capture_output=True,
+            capture_stdout=True,
+            capture_stderr=True,
             check=False,
             env={**os.environ, "PATH": os.environ["PATH"] + ":/usr/sbin"},
         )

@@ -63,7 +63,7 @@ def _jobs_by_name(stack: Stack) -> dict[str, list[str]]:
 
 async def _wait(what: str, predicate):  # type: ignore[no-untyped-def]
     with trio.move_on_after(120):
-        while not (result := await trio.to_thread.run_sync(predicate)):  # noqa: ASYNC110 (polling the API)
+        while not (result := await trio.to_thread.run_sync(predicate)):
             await trio.sleep(0.5)
         return result
     raise AssertionError(f"timed out waiting for {what}")
