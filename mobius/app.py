@@ -2,7 +2,8 @@
 
 Reading :func:`run_kubelet` tells what the program does:
 
-1. the kubelet API (HTTPS, port bound) for kubectl logs;
+1. the kubelet API (HTTPS, port bound) for kubectl logs; the admission webhooks (Services made
+   headless), registered with the API server once their port is bound;
 2. the node (registered, Lease renewed);
 3. the job task: sbatch for new pods, graceful cancel for deleted ones, and, once the pod
    watch has listed, cancellation of jobs whose pods are gone; beside it the deadline task
@@ -24,6 +25,7 @@ from typing import Any, NoReturn
 
 import trio
 
+from mobius.admission.serving import WebhookSettings, serve_admission
 from mobius.config import KubeletSettings
 from mobius.kube.binding import serve_binder
 from mobius.kube.client import KubeClient
@@ -78,6 +80,21 @@ async def run_kubelet(
                 paths=paths,
             )
         )
+        if settings.webhook_port:
+            await nursery.start(
+                partial(
+                    serve_admission,
+                    kube,
+                    WebhookSettings(
+                        bind=settings.kubelet_bind,
+                        port=settings.webhook_port,
+                        address=settings.node_address,
+                        cert_file=settings.serving_cert,
+                        key_file=settings.serving_key,
+                        ca_bundle_file=settings.serving_ca or settings.client_ca,
+                    ),
+                )
+            )
         await nursery.start(
             partial(
                 serve_node,

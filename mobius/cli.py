@@ -94,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--client-ca", required=True, help="CA of the API server's kubelet client cert")
     k.add_argument("--slurm-conf", default=None, help="SLURM_CONF for every Slurm command")
     k.add_argument("--poll-interval", type=float, default=1.0)
+    k.add_argument(
+        "--webhook-port",
+        type=int,
+        default=0,
+        help="serve the admission webhooks (headless Services) on this port; 0: off",
+    )
     k.add_argument("--max-pods", type=int, default=10000, help="pods the node admits")
     k.add_argument(
         "--taint",
@@ -146,6 +152,7 @@ async def _main(args: argparse.Namespace) -> None:
                 client_ca=args.client_ca,
                 poll_interval=args.poll_interval,
                 max_pods=args.max_pods,
+                webhook_port=args.webhook_port,
                 taint=args.taint,
                 runtime=args.runtime,
                 slurm_env={"SLURM_CONF": args.slurm_conf} if args.slurm_conf else {},

@@ -30,4 +30,6 @@ class KubeletSettings(msgspec.Struct, frozen=True, kw_only=True):
     burst: int = 400
     scheduler_names: tuple[str, ...] = ("default-scheduler", "mobius")
     max_pods: int = 10000
+    webhook_port: int = 0  # 0: serve no admission webhooks
+    serving_ca: str = ""  # the CA that signed serving_cert (the webhooks' caBundle)
     taint: bool = False

@@ -94,6 +94,8 @@ async def run_up(
                 serving_cert=str(cert),
                 serving_key=str(key),
                 client_ca=str(cp.pki.ca_cert),
+                serving_ca=str(cp.pki.ca_cert),
+                webhook_port=free_port(),
             ),
         )
         print(

@@ -1,0 +1,1 @@
+"""Admission webhooks Mobius serves: every Service becomes headless (no virtual IPs here)."""
