@@ -340,16 +340,14 @@ def _memory(n: int, state_dir: Path) -> dict[str, int]:
     gc.collect()
     before = rss_bytes()
     fleet = Fleet(n, state_dir, pending=0.9)
-    text = fleet.text()
     poller = StatusPoller(store=fleet.store, jobs=fleet.jobs, paths=fleet.paths)
 
-    async def ticks() -> None:
+    async def ticks(text: str) -> None:
         for tick in range(3):
             updates = await poller.tick(parse_squeue(text), began=float(tick))
             fleet.apply([(uid, status["phase"]) for uid, status in updates])
 
-    trio.run(ticks)
-    del text
+    trio.run(ticks, fleet.text())
     fleet.rows = []  # the poller keeps its own snapshot; the generator's copy is not the kubelet's
     gc.collect()
     return {"pods": n, "rss_before": before, "rss_after": rss_bytes()}

@@ -397,7 +397,7 @@ async def test_same_updates_as_the_naive_poller(tmp_path: Path, seed: int) -> No
                 code = rng.choice((0, 0, 1, 137))
                 k.put(uid, f"c/{rng.choice(('app', 'side'))}.exit", f"{code} 2026-01-01T00:01:{tick:02d}Z")
             elif what == 3 and uid not in started:  # once per run, pod.started last
-                for name in rng.sample(["node", "pod.ip"], rng.randrange(3)) + ["pod.started"]:
+                for name in [*rng.sample(["node", "pod.ip"], rng.randrange(3)), "pod.started"]:
                     k.put(uid, name, f"v{tick}")
                 started.add(uid)
             elif what == 4:
