@@ -77,7 +77,10 @@ def _condition(
     now: str,
     reason: str | None = None,
     message: str | None = None,
+    at: str | None = None,
 ) -> dict[str, Any]:
+    """A pod condition; its transition time is kept while the status stays, else ``at`` (when
+    the job's records say it happened) or ``now``."""
     status = "True" if ok else "False"
     old = previous.get(kind)
     since = old.get("lastTransitionTime") if old and old.get("status") == status else None
@@ -85,7 +88,7 @@ def _condition(
         "type": kind,
         "status": status,
         "lastProbeTime": None,
-        "lastTransitionTime": since or now,
+        "lastTransitionTime": since or at or now,
     }
     if reason:
         cond["reason"] = reason
@@ -102,6 +105,7 @@ def _container_status(
     waiting_reason: str,
     waiting_message: str | None,
     job_ended: bool,
+    restart_policy: str = "Never",
 ) -> dict[str, Any]:
     st: dict[str, Any] = {
         "name": c.name,
@@ -125,11 +129,30 @@ def _container_status(
             term["startedAt"] = rec.started_at
         if rec.finished_at:
             term["finishedAt"] = rec.finished_at
-        st["state"] = {"terminated": term}
+        restarts = restart_policy == "Always" or (restart_policy == "OnFailure" and code != 0)
+        if restarts and not job_ended:
+            # Between runs: the job script restarts it after a back-off, as the kubelet does.
+            st["state"] = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off restarting failed container {c.name}",
+                }
+            }
+            st["lastState"] = {"terminated": term}
+        else:
+            st["state"] = {"terminated": term}
     elif rec is not None and rec.started_at and not job_ended:
         st["state"] = {"running": {"startedAt": rec.started_at}}
         st["ready"] = True
         st["started"] = True
+        if rec.exit_code is not None:  # the run before this restart
+            last: dict[str, Any] = {
+                "exitCode": rec.exit_code,
+                "reason": "Completed" if rec.exit_code == 0 else "Error",
+            }
+            if rec.finished_at:
+                last["finishedAt"] = rec.finished_at
+            st["lastState"] = {"terminated": last}
     elif job_ended:
         term = {
             "exitCode": 137 if ended_reason == "OOMKilled" else 1,
@@ -226,6 +249,7 @@ def pod_status(
             waiting_reason=waiting_reason,
             waiting_message=waiting_message,
             job_ended=job_ended or phase in ("Succeeded", "Failed"),
+            restart_policy=spec.restart_policy,
         )
         for c in containers
     ]
@@ -250,11 +274,24 @@ def pod_status(
         if all_ready
         else ("PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady")
     )
+    starts = [r.started_at for r in recs.values() if r.started_at]
+    ends = [r.finished_at for r in recs.values() if r.finished_at]
+    ready_at = (
+        max(starts) if all_ready and starts else max(ends) if not all_ready and ends else None
+    )
     conditions = [
         _condition("PodScheduled", True, previous, now),
-        _condition("Initialized", started or phase in ("Succeeded", "Failed"), previous, now),
-        _condition("ContainersReady", all_ready, previous, now, reason=not_ready_reason),
-        _condition("Ready", all_ready, previous, now, reason=not_ready_reason),
+        _condition(
+            "Initialized",
+            started or phase in ("Succeeded", "Failed"),
+            previous,
+            now,
+            at=record.started_at,
+        ),
+        _condition(
+            "ContainersReady", all_ready, previous, now, reason=not_ready_reason, at=ready_at
+        ),
+        _condition("Ready", all_ready, previous, now, reason=not_ready_reason, at=ready_at),
     ]
     status: dict[str, Any] = {
         "phase": phase,

@@ -121,3 +121,28 @@ def test_kubelet_stop_does_not_wait() -> None:
         "stopping": f"{NOW} kubelet",
     }
     assert status("RUNNING", files)["phase"] == "Succeeded"
+
+
+def test_crash_loop_between_restarts_and_last_state_after() -> None:
+    files = {
+        "pod.started": NOW,
+        "c/c.started": "2026-01-01T00:00:01Z",
+        "c/c.exit": "2 2026-01-01T00:00:02Z",
+        "c/c.restarts": "1",
+    }
+    backoff = status("RUNNING", files, restart="Always")
+    (cs,) = backoff["containerStatuses"]
+    assert backoff["phase"] == "Running"
+    assert cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert cs["lastState"]["terminated"]["exitCode"] == 2
+    assert cs["ready"] is False
+    rerun = status("RUNNING", {**files, "c/c.started": "2026-01-01T00:00:12Z"}, restart="Always")
+    (cs,) = rerun["containerStatuses"]
+    assert cs["state"] == {"running": {"startedAt": "2026-01-01T00:00:12Z"}}
+    assert cs["lastState"]["terminated"]["exitCode"] == 2
+    assert cs["restartCount"] == 1
+
+
+def test_on_failure_success_is_final() -> None:
+    files = {"pod.started": NOW, "c/c.started": NOW, "c/c.exit": f"0 {NOW}"}
+    assert status("RUNNING", files, restart="OnFailure")["phase"] == "Succeeded"
