@@ -135,6 +135,7 @@ async def run_kubelet(
                 slurm,
                 store=store,
                 jobs=jobs,
+                paths=paths,
                 node_name=settings.node_name,
             )
         )

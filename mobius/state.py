@@ -55,7 +55,8 @@ class PodStore:
 
 
 class Job(msgspec.Struct, frozen=True):
-    """A pod's job. ``job_id`` is empty when the pod will never run; ``error`` says why."""
+    """A pod's job. ``error`` set: the pod has failed for that reason (``job_id`` empty if no
+    job was ever submitted)."""
 
     job_id: str
     submitted_at: float = 0.0  # trio clock; 0.0 for jobs recovered after a restart

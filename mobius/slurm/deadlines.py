@@ -14,12 +14,12 @@ from typing import NoReturn
 
 import trio
 
-from mobius.errors import SlurmCommandError
 from mobius.kube.client import KubeClient
 from mobius.kube.events import emit_event
 from mobius.models import Pod
 from mobius.slurm.commands import SlurmClient
-from mobius.state import Job, JobTable, PodStore
+from mobius.slurm.jobs import stop_job
+from mobius.state import Job, JobTable, PodPaths, PodStore
 
 log = logging.getLogger(__name__)
 
@@ -41,32 +41,37 @@ async def serve_deadlines(
     *,
     store: PodStore,
     jobs: JobTable,
+    paths: PodPaths,
     node_name: str,
     interval: float = 1.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    task_status.started()
-    while True:
-        await trio.sleep(interval)
-        now = datetime.now(UTC)
-        for pod in store:
-            uid = pod.metadata.uid
-            job = jobs.get(uid)
-            if job is None or job.error or not past_deadline(pod, now):
-                continue
-            jobs.set(uid, Job(job_id="", error=DEADLINE_MESSAGE, reason="DeadlineExceeded"))
-            if job.job_id:
-                try:
-                    await slurm.scancel(job.job_id)
-                except SlurmCommandError as exc:
-                    log.info(
-                        "cancelling job %s of %s past its deadline: %s", job.job_id, pod.key, exc
-                    )
-            await emit_event(
-                kube,
-                pod,
-                reason="DeadlineExceeded",
-                type="Warning",
-                message=DEADLINE_MESSAGE,
-                host=node_name,
+    async def expire(pod: Pod, job: Job) -> None:
+        grace = pod.spec.termination_grace_period_seconds
+        await emit_event(
+            kube,
+            pod,
+            reason="DeadlineExceeded",
+            type="Warning",
+            message=DEADLINE_MESSAGE,
+            host=node_name,
+        )
+        if job.job_id:
+            await stop_job(
+                slurm, paths, pod.metadata.uid, job.job_id, 30 if grace is None else grace
             )
+
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        while True:
+            await trio.sleep(interval)
+            now = datetime.now(UTC)
+            for pod in store:
+                uid = pod.metadata.uid
+                job = jobs.get(uid)
+                if job is None or job.error or not past_deadline(pod, now):
+                    continue
+                # The poller reports Failed/DeadlineExceeded from here on; the job is stopped
+                # with the pod's grace period, as the kubelet kills containers.
+                jobs.set(uid, Job(job_id=job.job_id, error=DEADLINE_MESSAGE, reason="DeadlineExceeded"))
+                nursery.start_soon(expire, pod, job)

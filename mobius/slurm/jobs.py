@@ -163,6 +163,39 @@ def _retryable(exc: SlurmCommandError) -> bool:
     return not any(p in text for p in permanent)
 
 
+# After its grace period a stopping job gets this long to clean up (podman's own stop and
+# sandbox removal) before it is cancelled outright.
+STOP_MARGIN = 10.0
+# How long to wait for a cancelled job to leave the running states before its files go.
+CANCEL_WAIT = 30.0
+
+
+async def stop_job(slurm: SlurmClient, paths: PodPaths, uid: str, job_id: str, grace: int) -> None:
+    """Stop a pod's job gracefully and wait until it has ended.
+
+    The grace period goes to ``ctl/grace``, then TERM to the batch script only: its trap stops
+    the containers within that grace and removes the sandbox. Only a job still running after
+    grace + STOP_MARGIN is cancelled outright (Slurm then SIGKILLs after its KillWait, which
+    can leave runtime processes behind that escaped the job, so it is the last resort).
+    A job still pending is simply cancelled.
+    """
+    try:
+        state = await _job_state(slurm, job_id)
+        if state in _LIVE:
+            await trio.to_thread.run_sync(_write_grace, paths, uid, grace)
+            await slurm.scancel(job_id, signal="TERM", batch_only=True)
+            with trio.move_on_after(grace + STOP_MARGIN):
+                while await _job_active(slurm, job_id):  # noqa: ASYNC110 (Slurm has no push)
+                    await trio.sleep(0.5)
+        if await _job_state(slurm, job_id) in (*_LIVE, *_WAITING):
+            await slurm.scancel(job_id)
+            with trio.move_on_after(CANCEL_WAIT):
+                while await _job_active(slurm, job_id):  # noqa: ASYNC110
+                    await trio.sleep(0.5)
+    except SlurmCommandError as exc:
+        log.info("stopping job %s of pod %s: %s", job_id, uid, exc)
+
+
 async def delete_pod(
     pod: Pod,
     *,
@@ -172,32 +205,23 @@ async def delete_pod(
     paths: PodPaths,
     node_name: str = "",
 ) -> None:
-    """Graceful delete: TERM to the batch script (it stops the sandbox), wait, cancel, remove."""
+    """Graceful delete: stop the job within the pod's grace period, then remove the pod object
+    (its files go when the watch sees it gone)."""
     uid = pod.metadata.uid
     job = jobs.get(uid)
     grace = pod.metadata.deletion_grace_period_seconds
     grace = 30 if grace is None else grace
     if job is not None and job.job_id:
-        try:
-            state = await _job_state(slurm, job.job_id)
-            if state in _LIVE:
-                # The script's TERM trap stops the containers within the grace it reads here.
-                await trio.to_thread.run_sync(_write_grace, paths, uid, grace)
-                names = ", ".join(c.name for c in pod.spec.containers)
-                await emit_event(
-                    kube,
-                    pod,
-                    reason="Killing",
-                    host=node_name,
-                    message=f"Stopping container {names} (grace {grace}s)",
-                )
-                await slurm.scancel(job.job_id, signal="TERM", batch_only=True)
-            with trio.move_on_after(grace):
-                while await _job_active(slurm, job.job_id):  # noqa: ASYNC110 (Slurm has no push)
-                    await trio.sleep(0.5)
-            await slurm.scancel(job.job_id)
-        except SlurmCommandError as exc:
-            log.info("cancelling job %s of %s: %s", job.job_id, pod.key, exc)
+        if await _job_state(slurm, job.job_id) in _LIVE:
+            names = ", ".join(c.name for c in pod.spec.containers)
+            await emit_event(
+                kube,
+                pod,
+                reason="Killing",
+                host=node_name,
+                message=f"Stopping container {names} (grace {grace}s)",
+            )
+        await stop_job(slurm, paths, uid, job.job_id, grace)
     ns, name = pod.metadata.namespace, pod.metadata.name
     # NotFound: already gone. Conflict: the name now belongs to a new pod (another UID).
     with contextlib.suppress(NotFound, Conflict):
@@ -223,6 +247,7 @@ async def _job_state(slurm: SlurmClient, job_id: str) -> str | None:
 
 
 _LIVE = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "SIGNALING", "STAGE_OUT")
+_WAITING = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD")
 
 
 async def _job_active(slurm: SlurmClient, job_id: str) -> bool:
@@ -230,12 +255,12 @@ async def _job_active(slurm: SlurmClient, job_id: str) -> bool:
 
 
 async def forget_pod(uid: str, *, slurm: SlurmClient, jobs: JobTable, paths: PodPaths) -> None:
-    job = jobs.forget(uid)
+    """The pod is gone from the API (deleted, force-deleted, or while the kubelet was down):
+    stop its job at once (grace 0) and, once it has ended, remove its files."""
+    job = jobs.get(uid)
     if job is not None and job.job_id:
-        try:
-            await slurm.scancel(job.job_id)
-        except SlurmCommandError as exc:
-            log.info("cancelling job %s of removed pod %s: %s", job.job_id, uid, exc)
+        await stop_job(slurm, paths, uid, job.job_id, 0)
+    jobs.forget(uid)
     await trio.to_thread.run_sync(lambda: shutil.rmtree(paths.pod_dir(uid), ignore_errors=True))
 
 

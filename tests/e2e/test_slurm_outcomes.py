@@ -58,11 +58,23 @@ def test_active_deadline_fails_the_pod_as_kubernetes_does(stack: Stack) -> None:
     assert status["reason"] == "DeadlineExceeded"
     assert "deadline" in status["message"]
     uid = stack.get_json("pod", "deadline")["metadata"]["uid"]
-    states = _slurm(
-        stack, "squeue", "-h", "--states=all", "-n", f"mobius-{uid}", "-o", "%T"
-    ).split()
-    assert states
-    assert all(s not in ("RUNNING", "PENDING") for s in states)
+
+    def job_ended() -> list[str] | None:
+        out = _slurm(stack, "squeue", "-h", "--states=all", "-n", f"mobius-{uid}", "-o", "%T")
+        states = out.split()
+        ended = states and all(s not in ("RUNNING", "PENDING", "COMPLETING") for s in states)
+        return states if ended else None
+
+    # The job is stopped with the pod's grace period (2 s), and its sandbox removed.
+    stack.wait_for("the deadline job to end", job_ended, timeout=60)
+    sandboxes = subprocess.run(
+        ["podman", "pod", "ps", "-q", "--filter", f"name=mobius-{uid}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PATH": os.environ["PATH"] + ":/usr/sbin"},
+    ).stdout
+    assert sandboxes.strip() == ""
     stack.kubectl("delete", "pod", "deadline", "--wait=false")
 
 
