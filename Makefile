@@ -13,7 +13,7 @@ DEB_PACKAGES := slurm-wlm slurm-client munge podman runc busybox-static uidmap s
 
 export MOBIUS_KUBE_BIN := $(CACHE)/bin
 
-.PHONY: setup up test test-unit lint bench packages kube venv extensions image clean
+.PHONY: setup up test test-unit lint bench bench-full packages kube venv extensions image clean
 
 setup: packages kube venv extensions image
 
@@ -75,6 +75,9 @@ lint: venv
 
 bench: setup
 	$(VENV)/bin/pytest benchmarks/
+
+bench-full: setup
+	$(VENV)/bin/pytest benchmarks/ --full
 
 clean:
 	rm -rf $(STAMPS) build mobius/_fast/*.so mobius/_fast/*.c
