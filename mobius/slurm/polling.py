@@ -10,9 +10,9 @@ second, so a tick does work only where something may have moved:
   as a new mtime of the folder (``ctl/`` or ``ctl/c/``). For pods whose job runs, ended or just
   changed, the folders are stat'ed and read again only when an mtime moved (in a worker
   thread); pods whose job waits in the queue keep their last record without a syscall. A run
-  writes its pod-level files (``node``, ``pod.ip``, then ``pod.started``) once, at its start, so
-  once ``pod.started`` was read only ``ctl/c/`` is stat'ed, until the job's row changes again
-  (a requeued job runs the script anew after a state change);
+  writes its pod-level files (``node``, ``pod.ip``, then ``pod.started``) once, at its start,
+  and ``stopping`` once when its TERM trap runs, so once ``stopping`` was read only ``ctl/c/`` is
+  stat'ed, until the job's row changes again (a requeued job runs the script anew);
 - the pure :func:`mobius.pods.status.pod_status` is asked again only for pods whose squeue row,
   control files, pod object (resourceVersion), job, or submitted-ness changed; its answer goes
   to the writer only when it differs from what was sent (transition times aside).
@@ -239,8 +239,9 @@ class StatusPoller:
             dirty = dirty or row_changed or submitted != s.submitted
             if s.ctl_key is None or row_changed or row is None or row.state not in WAITING:
                 stat_at.append(len(work))
-                # pod.started is the last pod-level file a run writes: after it, only ctl/c moves.
-                top = row_changed or s.record.started_at is None
+                # After pod.started, the only pod-level file a run still writes is ``stopping``
+                # (its TERM trap ran), once: until then ctl/ is watched too.
+                top = row_changed or s.record.started_at is None or s.record.stopped_by is None
                 to_stat.append((s.ctl, s.ctl_c, s.ctl_key, top))
             elif not dirty:
                 continue
