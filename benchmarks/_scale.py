@@ -188,16 +188,24 @@ def pod_json(i: int, uid: str) -> dict[str, Any]:
             ],
             "volumes": [{"name": "data", "emptyDir": {}}],
             "tolerations": [
-                {"key": "node.kubernetes.io/not-ready", "operator": "Exists",
-                 "effect": "NoExecute", "tolerationSeconds": 300}
+                {
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                }
             ],
         },
         "status": {
             "phase": "Pending",
             "qosClass": "Burstable",
             "conditions": [
-                {"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                 "lastTransitionTime": "2026-01-01T00:00:00Z"}
+                {
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
             ],
         },
     }
@@ -221,9 +229,7 @@ class Fleet:
         self.store = PodStore()
         self.jobs = JobTable()
         self.uids = [uid_of(i) for i in range(n)]
-        raw = msgspec.json.encode(
-            {"items": [pod_json(i, uid) for i, uid in enumerate(self.uids)]}
-        )
+        raw = msgspec.json.encode({"items": [pod_json(i, uid) for i, uid in enumerate(self.uids)]})
         for pod in msgspec.json.decode(raw, type=dict[str, list[Pod]])["items"]:
             self.store.put(pod)
         del raw
@@ -312,9 +318,14 @@ def naive_tick(
             status = failed_status(pod, reason=job.reason, message=job.error, now=now)
         else:
             r = by_name.get(job_name(uid))
-            view = JobView(job_id=r.job_id, state=r.state, reason=r.reason, nodes=r.nodes) if r else None
-            status = pod_status(pod, job=view, record=record, submitted=job.submitted_at < began,
-                                now=now)
+            view = (
+                JobView(job_id=r.job_id, state=r.state, reason=r.reason, nodes=r.nodes)
+                if r
+                else None
+            )
+            status = pod_status(
+                pod, job=view, record=record, submitted=job.submitted_at < began, now=now
+            )
         mark = fingerprint(status)
         if sent.get(uid) != mark:
             sent[uid] = mark

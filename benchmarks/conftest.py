@@ -46,6 +46,7 @@ def full(request: pytest.FixtureRequest) -> bool:
     """Whether ``--full`` sizes were asked for (``--quick`` wins if both are given)."""
     return bool(request.config.getoption("--full")) and not request.config.getoption("--quick")
 
+
 @pytest.fixture(scope="session")
 def make_squeue_output() -> Callable[[int], str]:
     cache: dict[int, str] = {}
@@ -136,3 +137,9 @@ def pytest_terminal_summary(
         }
         path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
         terminalreporter.write_line(f"results written to {path}")
+
+
+# The whole stack (`mobius up` on private ports) for the end-to-end benchmarks, shared with the
+# test suite: the repository root is on sys.path when pytest runs from it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.conftest import stack  # noqa: E402, F401

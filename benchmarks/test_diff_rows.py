@@ -18,9 +18,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from mobius._fast import SqueueRow, _diff_py, parse_squeue
 
-Differ = Callable[
-    [dict[str, SqueueRow], list[SqueueRow]], tuple[dict[str, SqueueRow], list[str]]
-]
+Differ = Callable[[dict[str, SqueueRow], list[SqueueRow]], tuple[dict[str, SqueueRow], list[str]]]
 
 
 def changed_copy(rows: list[SqueueRow], fraction: float, seed: int = 1) -> list[SqueueRow]:
@@ -59,7 +57,9 @@ def test_diff_rows(
         pytest.skip("100k rows with --full only")
     text = make_squeue_output(size)
     # Job names are unique in Mobius (one job per pod); the generator's array tasks are not.
-    rows = [msgspec.structs.replace(r, name=f"mobius-{i}") for i, r in enumerate(parse_squeue(text))]
+    rows = [
+        msgspec.structs.replace(r, name=f"mobius-{i}") for i, r in enumerate(parse_squeue(text))
+    ]
     previous = _diff_py.diff_rows({}, rows)[0]
     current = changed_copy([msgspec.structs.replace(r) for r in rows], 0.01)
     twins: dict[str, Differ] = {"pure": _diff_py.diff_rows}

@@ -24,7 +24,10 @@ def probe(n: int, state_dir: Path) -> dict[str, int]:
     script = Path(__file__).with_name("_scale.py")
     done = subprocess.run(
         [sys.executable, str(script), "memory", str(n), str(state_dir)],
-        capture_output=True, text=True, check=True, timeout=600,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     )
     result: dict[str, int] = json.loads(done.stdout)
     return result

@@ -42,7 +42,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
 
 
 def poller_ticks(
-    fleet: Fleet, rounds: int, *, others: str, parse: Callable[[str], list]  # type: ignore[type-arg]
+    fleet: Fleet,
+    rounds: int,
+    *,
+    others: str,
+    parse: Callable[[str], list],  # type: ignore[type-arg]
 ) -> list[float]:
     """CPU seconds of ``rounds`` steady ticks (after a first one that reads everything)."""
     poller = StatusPoller(store=fleet.store, jobs=fleet.jobs, paths=fleet.paths)
@@ -114,7 +118,9 @@ def test_poll_tick_10k_pods(
 
 
 def test_poll_tick_scaling(
-    tmp_path: Path, report_ratio: Callable[[str, str], None], record: Callable[..., None],
+    tmp_path: Path,
+    report_ratio: Callable[[str, str], None],
+    record: Callable[..., None],
     full: bool,
 ) -> None:
     """How a steady tick grows with the number of pods (1% changed each tick)."""
@@ -122,11 +128,13 @@ def test_poll_tick_scaling(
     figures = {}
     for n in sizes:
         fleet = Fleet(n, tmp_path / str(n), seed=n)
-        figures[n] = statistics.median(
-            poller_ticks(fleet, 5, others="", parse=mobius._fast.parse_squeue)
-        ) * 1e3
+        figures[n] = (
+            statistics.median(poller_ticks(fleet, 5, others="", parse=mobius._fast.parse_squeue))
+            * 1e3
+        )
     per_pod_us = {n: ms * 1e3 / n for n, ms in figures.items()}
-    line = ", ".join(f"{n // 1000}k: {ms:.1f} ms ({per_pod_us[n]:.2f} us/pod)"
-                     for n, ms in figures.items())
+    line = ", ".join(
+        f"{n // 1000}k: {ms:.1f} ms ({per_pod_us[n]:.2f} us/pod)" for n, ms in figures.items()
+    )
     report_ratio("poll tick scaling", f"poll tick CPU by pods, 1% changed: {line}")
     record("poll_tick_scaling", cpu_ms_median={str(n): round(ms, 2) for n, ms in figures.items()})

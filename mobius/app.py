@@ -75,9 +75,12 @@ async def run_kubelet(
                     cert_file=settings.serving_cert,
                     key_file=settings.serving_key,
                     client_ca_file=settings.client_ca,
+                    node_name=settings.node_name,
+                    max_log_streams=settings.max_log_streams,
                 ),
                 store=store,
                 paths=paths,
+                kube=kube,
             )
         )
         if settings.webhook_port:

@@ -24,10 +24,13 @@ class KubeletSettings(msgspec.Struct, frozen=True, kw_only=True):
     serving_cert: str = ""
     serving_key: str = ""
     client_ca: str = ""
+    max_log_streams: int = 512  # concurrent `kubectl logs -f` streams
     poll_interval: float = 1.0
     sbatch_concurrency: int = 8
-    qps: float = 200.0
-    burst: int = 400
+    # A pod costs about six requests (binding, events, references, status writes): the limit
+    # must let a burst of hundreds of pods through per second, yet protect the API server.
+    qps: float = 1000.0
+    burst: int = 2000
     scheduler_names: tuple[str, ...] = ("default-scheduler", "mobius")
     max_pods: int = 10000
     webhook_port: int = 0  # 0: serve no admission webhooks

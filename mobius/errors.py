@@ -17,6 +17,7 @@ Errors are split by cause, so that a caller catches exactly what it can handle::
     ├── SlurmCommandError           a Slurm command failed (argv, exit code, stderr)
     ├── ParseError                  Slurm (or other) output that could not be parsed (the line)
     ├── InvalidPodSpec              a pod Mobius cannot run (which field, why)
+    │   └── MissingReference        ... yet: a ConfigMap/Secret (key) it needs does not exist
     └── StartupError                a component (etcd, API server, slurmctld, ...) did not start
 
 Foreign exceptions (httpx, OSError from subprocesses, msgspec) are translated only at the
@@ -133,6 +134,14 @@ class InvalidPodSpec(MobiusError):
         self.field = field
         self.why = why
         super().__init__(f"{field}: {why}")
+
+
+class MissingReference(InvalidPodSpec):
+    """A ConfigMap, Secret or key the pod's environment needs does not exist (yet).
+
+    As the kubelet does (``CreateContainerConfigError``), the pod waits and is tried again:
+    creating the object lets it start.
+    """
 
 
 class StartupError(MobiusError):

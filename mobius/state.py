@@ -105,9 +105,6 @@ class PodPaths:
     def ctl_dir(self, uid: str) -> Path:
         return self.root / uid / "ctl"
 
-    def log_file(self, uid: str, container: str) -> Path:
-        return self.root / uid / "logs" / f"{container}.log"
-
     def job_id_file(self, uid: str) -> Path:
         return self.root / uid / "job.id"
 

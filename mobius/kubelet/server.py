@@ -1,95 +1,99 @@
-"""The kubelet API over HTTPS, served by hypercorn on trio with a Starlette app.
+"""The kubelet API over HTTPS: hypercorn's HTTP machinery on trio, a Starlette app behind
+authentication and authorization as the real kubelet does them (:mod:`mobius.kubelet.auth`).
 
-The API server reaches it with its kubelet client certificate (``--kubelet-client-certificate``);
-TLS requires a client certificate signed by the configured client CA, so nobody else gets in.
 The serving certificate is signed by the cluster CA and names the node's address, so the API
-server can verify it (``--kubelet-certificate-authority``).
+server can verify it (``--kubelet-certificate-authority``). Client certificates are optional in
+the handshake (bearer tokens are the other way in) but, when given, must be signed by the client
+CA. hypercorn does not pass the peer certificate to the app, so this module runs the accept loop
+itself and hands hypercorn's connection handler a per-connection app that adds the verified
+certificate to the ASGI scope (``scope["extensions"]["tls"]["client_cert_der"]``).
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
-from typing import NoReturn
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
 
 import msgspec
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from mobius.errors import ConfigError
+from mobius.kubelet.auth import App, Authenticator, AuthMiddleware, ReviewClient
+from mobius.kubelet.logs import ContainerLogs
 from mobius.state import PodPaths, PodStore
 
 log = logging.getLogger(__name__)
 
 
-class ApiServerSettings(msgspec.Struct, frozen=True):
+class ApiServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     bind: str
     port: int
     cert_file: str
     key_file: str
     client_ca_file: str
+    node_name: str = "mobius"
+    max_log_streams: int = 512
 
 
-def _tail(data: bytes, lines: int) -> bytes:
-    if lines < 0:
-        return data
-    if lines == 0:
-        return b""
-    body = data[:-1] if data.endswith(b"\n") else data
-    idx = len(body)
-    for _ in range(lines):
-        idx = body.rfind(b"\n", 0, idx)
-        if idx < 0:
-            return data
-    return data[idx + 1 :]
-
-
-def build_app(*, store: PodStore, paths: PodPaths) -> Starlette:
-    async def container_logs(request: Request) -> Response:
-        ns, name, container = (request.path_params[k] for k in ("namespace", "pod", "container"))
-        pod = store.by_name(ns, name)
-        if pod is None:
-            return PlainTextResponse(
-                f'pod "{name}" not found in namespace "{ns}" on this node\n', 404
-            )
-        known = [c.name for c in (*pod.spec.init_containers, *pod.spec.containers)]
-        if container not in known:
-            return PlainTextResponse(
-                f'container "{container}" is not valid for pod "{name}": choose one of {known}\n',
-                400,
-            )
-        path = paths.log_file(pod.metadata.uid, container)
-        try:
-            data = await trio.Path(path).read_bytes()
-        except FileNotFoundError:
-            return PlainTextResponse(
-                f'container "{container}" in pod "{name}" is waiting to start: no logs yet\n', 400
-            )
-        q = request.query_params
-        try:
-            tail = int(q.get("tailLines", "-1"))
-            limit = int(q.get("limitBytes", "0"))
-        except ValueError:
-            return PlainTextResponse("tailLines and limitBytes must be integers\n", 400)
-        data = _tail(data, tail)
-        if limit > 0:
-            data = data[:limit]
-        return Response(data, media_type="text/plain")
+def build_app(*, store: PodStore, paths: PodPaths, max_log_streams: int = 512) -> Starlette:
+    """The routes, without authentication (tests call it directly)."""
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
     return Starlette(
         routes=[
-            Route("/containerLogs/{namespace}/{pod}/{container}", container_logs),
+            Route(
+                "/containerLogs/{namespace}/{pod}/{container}",
+                ContainerLogs(store=store, paths=paths, max_streams=max_log_streams).handle,
+            ),
             Route("/healthz", healthz),
         ]
     )
+
+
+def ssl_context(settings: ApiServerSettings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(settings.cert_file, settings.key_file)
+    ctx.load_verify_locations(settings.client_ca_file)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.set_alpn_protocols(["http/1.1"])  # streaming and (later) SPDY upgrades need HTTP/1.1
+    return ctx
+
+
+class _ConnectionApp:
+    """hypercorn's app wrapper for one TLS connection: puts the client certificate in the scope."""
+
+    def __init__(self, app: App, stream: trio.SSLStream[trio.SocketStream]):
+        self.app = app
+        self.stream = stream
+
+    def __repr__(self) -> str:
+        return f"<_ConnectionApp {self.app!r}>"
+
+    async def __call__(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+        sync_spawn: Any,
+        call_soon: Any,
+    ) -> None:
+        if scope["type"] in ("http", "websocket"):
+            der = self.stream.getpeercert(binary_form=True)
+            if der:
+                scope.setdefault("extensions", {})["tls"] = {"client_cert_der": der}
+        await self.app(scope, receive, send)
 
 
 async def serve_kubelet_api(
@@ -97,6 +101,7 @@ async def serve_kubelet_api(
     *,
     store: PodStore,
     paths: PodPaths,
+    kube: ReviewClient,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     for f in (settings.cert_file, settings.key_file, settings.client_ca_file):
@@ -105,14 +110,33 @@ async def serve_kubelet_api(
                 f"kubelet API: {f} does not exist (set the serving cert, key and client CA)"
             )
     config = Config()
-    config.bind = [f"{settings.bind}:{settings.port}"]
-    config.certfile = settings.cert_file
-    config.keyfile = settings.key_file
-    config.ca_certs = settings.client_ca_file
-    config.verify_mode = ssl.CERT_REQUIRED
     config.accesslog = None
     config.errorlog = logging.getLogger("mobius.kubelet.hypercorn")
     config.loglevel = "WARNING"
-    app = build_app(store=store, paths=paths)
-    await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+    app = AuthMiddleware(
+        build_app(store=store, paths=paths, max_log_streams=settings.max_log_streams),
+        auth=Authenticator(kube, node_name=settings.node_name),
+    )
+    ctx = ssl_context(settings)
+    listeners = [
+        trio.SSLListener(listener, ctx, https_compatible=True)
+        for listener in await trio.open_tcp_listeners(settings.port, host=settings.bind)
+    ]
+    context = WorkerContext(None)
+
+    async def handle(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        try:
+            await TCPServer(
+                _ConnectionApp(app, stream),  # type: ignore[arg-type]
+                config,
+                context,
+                ConnectionState({}),
+                stream,
+            )
+        except Exception:  # one broken connection must not stop the server
+            log.exception("kubelet API: connection failed")
+
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
     raise AssertionError("kubelet API server stopped")

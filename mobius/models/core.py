@@ -43,10 +43,92 @@ class ListMeta(_Model):
     continue_: str | None = msgspec.field(default=None, name="continue")
 
 
+class ObjectFieldSelector(_Model):
+    field_path: str
+    api_version: str = "v1"
+
+
+class ResourceFieldSelector(_Model):
+    resource: str
+    container_name: str = ""
+    divisor: str | int | float | None = None  # a quantity; YAML may give a bare number
+
+
+class ConfigMapKeySelector(_Model):
+    key: str
+    name: str = ""
+    optional: bool | None = None
+
+
+class SecretKeySelector(_Model):
+    key: str
+    name: str = ""
+    optional: bool | None = None
+
+
+class EnvVarSource(_Model):
+    field_ref: ObjectFieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = None
+    config_map_key_ref: ConfigMapKeySelector | None = None
+    secret_key_ref: SecretKeySelector | None = None
+
+
 class EnvVar(_Model):
     name: str
     value: str | None = None
-    value_from: dict[str, Any] | None = None
+    value_from: EnvVarSource | None = None
+
+
+class ConfigMapEnvSource(_Model):
+    name: str = ""
+    optional: bool | None = None
+
+
+class SecretEnvSource(_Model):
+    name: str = ""
+    optional: bool | None = None
+
+
+class EnvFromSource(_Model):
+    prefix: str = ""
+    config_map_ref: ConfigMapEnvSource | None = None
+    secret_ref: SecretEnvSource | None = None
+
+
+class SecurityContext(_Model):
+    """A container's securityContext. Fields Mobius cannot honour are kept (loosely typed) only
+    so that a warning can name them."""
+
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+    privileged: bool | None = None
+    allow_privilege_escalation: bool | None = None
+    read_only_root_filesystem: bool | None = None
+    proc_mount: str | None = None
+    capabilities: dict[str, Any] | None = None
+    se_linux_options: dict[str, Any] | None = None
+    seccomp_profile: dict[str, Any] | None = None
+    app_armor_profile: dict[str, Any] | None = None
+    windows_options: dict[str, Any] | None = None
+
+
+class PodSecurityContext(_Model):
+    """The pod's securityContext (defaults for every container, plus pod-wide settings)."""
+
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+    fs_group: int | None = None
+    supplemental_groups: list[int] = []
+    fs_group_change_policy: str | None = None
+    supplemental_groups_policy: str | None = None
+    se_linux_change_policy: str | None = None
+    sysctls: list[dict[str, Any]] = []
+    se_linux_options: dict[str, Any] | None = None
+    seccomp_profile: dict[str, Any] | None = None
+    app_armor_profile: dict[str, Any] | None = None
+    windows_options: dict[str, Any] | None = None
 
 
 class ContainerPort(_Model):
@@ -68,11 +150,13 @@ class Container(_Model):
     args: list[str] = []
     working_dir: str | None = None
     env: list[EnvVar] = []
+    env_from: list[EnvFromSource] = []
     ports: list[ContainerPort] = []
     resources: ResourceRequirements = msgspec.field(default_factory=ResourceRequirements)
     image_pull_policy: str | None = None
     tty: bool = False
     stdin: bool = False
+    security_context: SecurityContext | None = None
 
 
 class PodSpec(_Model):
@@ -89,14 +173,16 @@ class PodSpec(_Model):
     service_account_name: str | None = None
     node_selector: dict[str, str] = {}
     priority: int | None = None
+    enable_service_links: bool | None = None  # None: true, as the API server defaults it
+    security_context: PodSecurityContext | None = None
 
 
 class PodStatus(_Model):
     phase: str = ""
     reason: str | None = None
     message: str | None = None
-    pod_ip: str | None = None
-    host_ip: str | None = None
+    pod_ip: str | None = msgspec.field(default=None, name="podIP")
+    host_ip: str | None = msgspec.field(default=None, name="hostIP")
     start_time: str | None = None
     conditions: list[dict[str, Any]] = []
     container_statuses: list[dict[str, Any]] = []
@@ -122,6 +208,60 @@ class Pod(_Model):
 class PodList(_Model):
     metadata: ListMeta = msgspec.field(default_factory=ListMeta)
     items: list[Pod] = []
+
+
+class ConfigMap(_Model):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    data: dict[str, str] = {}
+
+
+class Secret(_Model):
+    """A Secret as the API sends it: ``data`` values are base64 (``mobius.kube.refs`` decodes)."""
+
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    data: dict[str, str] = {}
+    type: str = ""
+
+    def __repr__(self) -> str:  # never show the values
+        return f"<Secret {self.metadata.namespace}/{self.metadata.name} keys={sorted(self.data)}>"
+
+
+class ServicePort(_Model):
+    port: int
+    name: str = ""
+    protocol: str = "TCP"
+
+
+class ServiceSpec(_Model):
+    cluster_ip: str = msgspec.field(default="", name="clusterIP")
+    type: str = "ClusterIP"
+    ports: list[ServicePort] = []
+
+
+class Service(_Model):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: ServiceSpec = msgspec.field(default_factory=ServiceSpec)
+
+
+class ServiceList(_Model):
+    metadata: ListMeta = msgspec.field(default_factory=ListMeta)
+    items: list[Service] = []
+
+
+class NodeAddress(_Model):
+    type: str
+    address: str
+
+
+class NodeStatus(_Model):
+    allocatable: dict[str, str] = {}
+    capacity: dict[str, str] = {}
+    addresses: list[NodeAddress] = []
+
+
+class Node(_Model):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    status: NodeStatus = msgspec.field(default_factory=NodeStatus)
 
 
 class WatchEvent(_Model):

@@ -19,6 +19,8 @@ import msgspec
 from mobius.errors import InvalidPodSpec
 from mobius.models import Container, Pod
 from mobius.pods.annotations import sbatch_options
+from mobius.pods.env import PodRefs, container_env, run_as
+from mobius.pods.logformat import SHELL_LOG_WRITER
 from mobius.pods.quantity import cpus, megabytes, parse_quantity
 from mobius.runtime.base import ContainerRun, Runtime
 
@@ -43,26 +45,24 @@ def sandbox_name(uid: str) -> str:
     return f"mobius-{uid}"
 
 
-def _container_run(c: Container, *, index: int, init: bool) -> ContainerRun:
+def _container_run(
+    c: Container, *, index: int, init: bool, pod: Pod, refs: PodRefs
+) -> ContainerRun:
     kind = "initContainers" if init else "containers"
     field = f"spec.{kind}[{index}]"
     if not _DNS_LABEL.match(c.name):
         raise InvalidPodSpec(f"{field}.name", f"{c.name!r} is not a DNS label")
     if not c.image:
         raise InvalidPodSpec(f"{field}.image", "an image is required")
-    env: list[tuple[str, str]] = []
-    for j, var in enumerate(c.env):
-        if var.value_from is not None:
-            raise InvalidPodSpec(
-                f"{field}.env[{j}].valueFrom", "valueFrom is not supported yet; set value instead"
-            )
-        env.append((var.name, var.value or ""))
+    # env, envFrom, service links, $(VAR) in command/args; the pod IP stays a run-time value.
+    resolved = container_env(pod, c, field=field, refs=refs)
+    who = run_as(pod, c, field=field)
     return ContainerRun(
         name=c.name,
         image=c.image,
-        command=tuple(c.command),
-        args=tuple(c.args),
-        env=tuple(env),
+        command=resolved.command,
+        args=resolved.args,
+        env=resolved.env,
         working_dir=c.working_dir,
         pull_policy=c.image_pull_policy
         or (
@@ -70,6 +70,9 @@ def _container_run(c: Container, *, index: int, init: bool) -> ContainerRun:
             if c.image.endswith(":latest") or ":" not in c.image.rsplit("/", 1)[-1]
             else "IfNotPresent"
         ),
+        run_as_user=who.user,
+        run_as_group=who.group,
+        supplemental_groups=who.groups,
     )
 
 
@@ -97,19 +100,52 @@ def pod_resources(pod: Pod) -> tuple[int, int]:
 
 
 def _container_function(
-    fn: str, run: ContainerRun, runtime: Runtime, *, sandbox: str, restart: str
+    fn: str,
+    run: ContainerRun,
+    runtime: Runtime,
+    *,
+    sandbox: str,
+    restart: str,
+    log_writer: bool = True,
 ) -> list[str]:
-    """A shell function that runs one container until its restart policy says stop."""
+    """A shell function that runs one container until its restart policy says stop.
+
+    Each run's stdout and stderr go through named pipes (in a private temp folder on the node)
+    to one ``cri_log`` reader per stream, which appends CRI lines to ``logs/<name>/<run>.log``
+    (:mod:`mobius.pods.logformat`). The container stays the function's own child, so signals
+    reach it as before; its exit is recorded only once both readers have written everything.
+    ``log_writer`` prepends the definition of ``cri_log`` (harmless when repeated).
+    """
     name = run.name
     cmd = runtime.run_container(sandbox=sandbox, container=run)
-    log = f'"$POD_DIR/logs/{name}.log"'
     return [
+        *(SHELL_LOG_WRITER.splitlines() if log_writer else []),
         f"{fn}() {{",
-        f"  local rc restarts=0 delay={BACKOFF_START}",
+        f'  local rc restarts=0 delay={BACKOFF_START} logs="$POD_DIR/logs/"{quote(name)} pipes= out= err= end= wend= keep=',
+        '  mkdir -p "$logs"',
         "  while :; do",
         f'    put c/{name}.started "$(now)"',
-        f"    {cmd} >>{log} 2>&1 </dev/null",
-        "    rc=$?",
+        '    if pipes=$(mktemp -d "${TMPDIR:-/tmp}/mobius-log.XXXXXX") && mkfifo "$pipes/1" "$pipes/2" "$pipes/end"; then',
+        "      # Only the readers hold the write end of end: reading it returns once both are done.",
+        '      exec {wend}<>"$pipes/end" {end}<"$pipes/end"',
+        '      cri_log stdout "$logs/$restarts.log" <"$pipes/1" {end}<&- & out=$!',
+        '      cri_log stderr "$logs/$restarts.log" <"$pipes/2" {end}<&- & err=$!',
+        "      # The function holds its stderr pipe open too: when the runtime is a brace group,",
+        "      # bash reports a killed child on that pipe, and must not die of SIGPIPE doing so.",
+        '      exec {wend}>&- {keep}<>"$pipes/2"',
+        f'      {cmd} >"$pipes/1" 2>"$pipes/2" </dev/null {{end}}<&-',
+        "      rc=$?",
+        "      exec {keep}>&-",
+        "      # Leftover processes of the container that still hold the pipes get 2 s more.",
+        '      read -r -t 2 -u "$end" _',
+        '      [ $? -gt 128 ] && kill -KILL "$out" "$err" 2>/dev/null',
+        '      wait "$out" "$err"',
+        "      exec {end}<&-",
+        "    else",
+        f'      echo "mobius: cannot create the log pipes of container {name}" >&2',
+        "      rc=125",
+        "    fi",
+        '    [ -n "$pipes" ] && rm -rf "$pipes"',
         f'    put c/{name}.exit "$rc $(now)"',
         '    [ -e "$CTL/stopping" ] && return "$rc"',
         *(
@@ -135,17 +171,29 @@ def render_job(
     pod_dir: str,
     runtime: Runtime,
     partition: str | None = None,
+    refs: PodRefs | None = None,
 ) -> JobSpec:
-    """The batch script and sbatch options that run ``pod``; InvalidPodSpec if it cannot run."""
+    """The batch script and sbatch options that run ``pod``; InvalidPodSpec if it cannot run.
+
+    ``refs``: the ConfigMaps, Secrets, Services and node facts the pod's environment refers to
+    (see :func:`mobius.pods.env.needs`); without them every such reference is missing.
+    """
     meta, spec = pod.metadata, pod.spec
+    refs = PodRefs() if refs is None else refs
     if not spec.containers:
         raise InvalidPodSpec("spec.containers", "a pod needs at least one container")
     if spec.restart_policy not in ("Always", "OnFailure", "Never"):
         raise InvalidPodSpec(
             "spec.restartPolicy", f"{spec.restart_policy!r} is not Always, OnFailure or Never"
         )
-    inits = [_container_run(c, index=i, init=True) for i, c in enumerate(spec.init_containers)]
-    apps = [_container_run(c, index=i, init=False) for i, c in enumerate(spec.containers)]
+    inits = [
+        _container_run(c, index=i, init=True, pod=pod, refs=refs)
+        for i, c in enumerate(spec.init_containers)
+    ]
+    apps = [
+        _container_run(c, index=i, init=False, pod=pod, refs=refs)
+        for i, c in enumerate(spec.containers)
+    ]
     names = [r.name for r in (*inits, *apps)]
     if len(set(names)) != len(names):
         raise InvalidPodSpec("spec.containers", "container names must be unique within the pod")
@@ -196,14 +244,21 @@ def render_job(
         'put pod.ip "$POD_IP"',
         'put pod.started "$(now)"',
         "",
+        *SHELL_LOG_WRITER.splitlines(),
+        "",
     ]
     for i, run in enumerate(inits):
         lines += _container_function(
-            f"init_{i}", run, runtime, sandbox=sandbox, restart=init_restart
+            f"init_{i}", run, runtime, sandbox=sandbox, restart=init_restart, log_writer=False
         )
     for i, run in enumerate(apps):
         lines += _container_function(
-            f"app_{i}", run, runtime, sandbox=sandbox, restart=spec.restart_policy
+            f"app_{i}",
+            run,
+            runtime,
+            sandbox=sandbox,
+            restart=spec.restart_policy,
+            log_writer=False,
         )
     lines.append("")
     for i, run in enumerate(inits):

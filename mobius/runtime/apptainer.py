@@ -46,7 +46,7 @@ import hashlib
 import re
 from shlex import quote
 
-from mobius.runtime.base import ContainerRun
+from mobius.runtime.base import ContainerRun, join_text, shell_word
 
 __all__ = ["Apptainer", "Singularity", "image_source", "is_local_image", "shell_path", "sif_name"]
 
@@ -226,12 +226,14 @@ class Apptainer:
             ready = f"image_ready {quote(source)} {quote(name)} {policy} && "
             sif = f'"$IMAGE_CACHE"/{quote(name)}'
         parts = ["env"]
-        parts += [quote(f"{self.env_prefix}{k}={v}") for k, v in container.env]
+        # runAsUser/runAsGroup/supplementalGroups cannot be honoured: Apptainer runs as the job's
+        # user (the submitter has said so in a Warning event).
+        parts += [shell_word(join_text(f"{self.env_prefix}{k}=", v)) for k, v in container.env]
         parts += ['"${APPTAINER[@]}"', "exec" if container.command else "run", '"${RUN_FLAGS[@]}"']
         if container.working_dir:
             parts.append(f"--pwd {quote(container.working_dir)}")
         parts.append(sif)
-        parts += [quote(a) for a in (*container.command, *container.args)]
+        parts += [shell_word(a) for a in (*container.command, *container.args)]
         return f"{{ {ready}{' '.join(parts)}; }}"
 
     def stop_sandbox(self, *, sandbox: str, grace: str) -> str:

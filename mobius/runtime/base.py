@@ -2,21 +2,107 @@
 
 from __future__ import annotations
 
+import json
+from shlex import quote
 from typing import Protocol
 
 import msgspec
 
+RUN_VARIABLES = frozenset({"POD_IP"})
+"""Shell variables the job script sets before any container starts (``create_sandbox`` sets
+``POD_IP``): the only names a :class:`RunVar` may carry."""
+
+
+class RunVar(msgspec.Struct, frozen=True):
+    """A value only the running job knows (the pod's IP), named by the script variable holding it.
+
+    The name is checked against :data:`RUN_VARIABLES` on construction, so pod text can never
+    choose which variable (let alone which shell code) is expanded.
+    """
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.name not in RUN_VARIABLES:
+            raise ValueError(f"{self.name!r} is not a job script variable {sorted(RUN_VARIABLES)}")
+
+
+class Late(msgspec.Struct, frozen=True):
+    """Text the job script completes when it runs: literal parts and :class:`RunVar` parts,
+    concatenated. Build it with :func:`join_text`, which keeps plain text plain."""
+
+    parts: tuple[str | RunVar, ...]
+
+
+Text = str | Late
+"""A value for a container: literal text, or text with run-time parts."""
+
+
+def join_text(*pieces: Text | RunVar) -> Text:
+    """The concatenation of ``pieces``: a plain ``str`` unless a run-time part is among them."""
+    parts: list[str | RunVar] = []
+    for piece in pieces:
+        for part in piece.parts if isinstance(piece, Late) else (piece,):
+            if isinstance(part, str) and parts and isinstance(parts[-1], str):
+                parts[-1] += part
+            elif part != "":
+                parts.append(part)
+    if all(isinstance(p, str) for p in parts):
+        return "".join(p for p in parts if isinstance(p, str))
+    return Late(tuple(parts))
+
+
+def shell_word(text: Text) -> str:
+    """``text`` as ONE shell word: literal parts single-quoted, run-time parts as ``"$NAME"``.
+
+    Only :data:`RUN_VARIABLES` names are ever written unquoted, so no pod text reaches the
+    shell except as the literal bytes of a single-quoted string.
+    """
+    if isinstance(text, str):
+        return quote(text)
+    words = [
+        f'"${{{p.name}}}"' if isinstance(p, RunVar) else quote(p) for p in text.parts if p != ""
+    ]
+    return "".join(words) or "''"
+
+
+def json_array(items: tuple[Text, ...]) -> Text:
+    """A JSON array of strings (podman's ``--entrypoint`` form) whose items may have run-time
+    parts. Run-time values (IP addresses) need no JSON escaping."""
+    pieces: list[Text | RunVar] = ["["]
+    for i, item in enumerate(items):
+        if i:
+            pieces.append(", ")
+        if isinstance(item, str):
+            pieces.append(json.dumps(item))
+            continue
+        pieces.append('"')
+        for part in item.parts:
+            pieces.append(part if isinstance(part, RunVar) else json.dumps(part)[1:-1])
+        pieces.append('"')
+    pieces.append("]")
+    return join_text(*pieces)
+
 
 class ContainerRun(msgspec.Struct, frozen=True):
-    """One container to run, already resolved from the pod spec (no shell quoting yet)."""
+    """One container to run, already resolved from the pod spec (no shell quoting yet).
+
+    ``command``, ``args`` and env values are :data:`Text`: runtimes render each with
+    :func:`shell_word`. ``run_as_user``/``run_as_group``/``supplemental_groups`` come from the
+    effective securityContext; a runtime that cannot switch users ignores them (the submitter
+    has warned the user).
+    """
 
     name: str
     image: str
-    command: tuple[str, ...]  # entrypoint override; empty = image default
-    args: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]
+    command: tuple[Text, ...]  # entrypoint override; empty = image default
+    args: tuple[Text, ...]
+    env: tuple[tuple[str, Text], ...]
     working_dir: str | None = None
     pull_policy: str = "IfNotPresent"
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    supplemental_groups: tuple[int, ...] = ()
 
 
 class Runtime(Protocol):

@@ -8,10 +8,9 @@ defaults can exceed what an unprivileged Slurm job may set.
 
 from __future__ import annotations
 
-import json
 from shlex import quote
 
-from mobius.runtime.base import ContainerRun
+from mobius.runtime.base import ContainerRun, join_text, json_array, shell_word
 
 # "Always" maps to podman's "newer": pull when the registry has a different digest, but keep
 # using the stored image when the registry cannot be reached (common on HPC compute nodes).
@@ -77,13 +76,20 @@ class Podman:
             f"--pull={_PULL.get(container.pull_policy, 'missing')}",
             "--sig-proxy=true",
         ]
-        parts += [f"--env {quote(f'{k}={v}')}" for k, v in container.env]
+        parts += [f"--env {shell_word(join_text(f'{k}=', v))}" for k, v in container.env]
+        if container.run_as_user is not None:
+            # securityContext runAsUser[/runAsGroup]: podman takes numeric ids as they are.
+            user = str(container.run_as_user)
+            if container.run_as_group is not None:
+                user += f":{container.run_as_group}"
+            parts.append(f"--user {user}")
+        parts += [f"--group-add {int(g)}" for g in container.supplemental_groups]
         if container.working_dir:
             parts.append(f"--workdir {quote(container.working_dir)}")
         if container.command:
-            parts.append(f"--entrypoint {quote(json.dumps(list(container.command)))}")
+            parts.append(f"--entrypoint {shell_word(json_array(container.command))}")
         parts.append(quote(container.image))
-        parts += [quote(a) for a in container.args]
+        parts += [shell_word(a) for a in container.args]
         return " ".join(parts)
 
     def stop_sandbox(self, *, sandbox: str, grace: str) -> str:

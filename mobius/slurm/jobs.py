@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import shutil
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import msgspec
 import trio
@@ -27,12 +27,16 @@ from mobius.errors import (
     ApiUnreachable,
     Conflict,
     InvalidPodSpec,
+    MissingReference,
     NotFound,
+    ParseError,
     SlurmCommandError,
 )
 from mobius.kube.client import KubeClient
 from mobius.kube.events import emit_event
-from mobius.models import Pod
+from mobius.kube.refs import SharedCache, fetch_refs
+from mobius.models import Container, Pod
+from mobius.pods.env import pod_warnings
 from mobius.pods.script import job_name, render_job
 from mobius.runtime.base import Runtime
 from mobius.slurm.commands import SlurmClient
@@ -88,12 +92,32 @@ async def submit_pod(
     paths: PodPaths,
     runtime: Runtime,
     settings: JobSettings,
+    limiter: trio.CapacityLimiter | None = None,
+    cache: SharedCache | None = None,
 ) -> None:
+    """Render the pod's job and sbatch it; an invalid pod gets a job entry with its error.
+
+    ``limiter`` caps concurrent sbatch calls only: fetching references, writing files and
+    posting events run outside it, so they overlap with other pods' submissions.
+
+    ConfigMaps, Secrets, Services and node facts the environment refers to are fetched first.
+    A missing non-optional one leaves the pod Pending (container waiting reason and Warning
+    event ``CreateContainerConfigError``, as the kubelet reports it): this call returns after
+    ``CONFIG_RETRY`` seconds without a job entry, so ``serve_jobs`` tries again while the pod
+    exists, and the pod starts once the object is created.
+    """
     uid = pod.metadata.uid
     pod_dir = paths.pod_dir(uid)
     try:
-        spec = render_job(pod, pod_dir=str(pod_dir), runtime=runtime, partition=settings.partition)
-    except InvalidPodSpec as exc:
+        refs = await fetch_refs(kube, pod, node_name=settings.node_name, cache=cache)
+        spec = render_job(
+            pod, pod_dir=str(pod_dir), runtime=runtime, partition=settings.partition, refs=refs
+        )
+    except MissingReference as exc:
+        await _report_config_error(kube, pod, exc, host=settings.node_name)
+        await trio.sleep(CONFIG_RETRY)
+        return
+    except (InvalidPodSpec, ParseError) as exc:
         jobs.set(uid, Job(job_id="", error=str(exc), reason="InvalidPodSpec"))
         await emit_event(
             kube,
@@ -104,6 +128,15 @@ async def submit_pod(
             host=settings.node_name,
         )
         return
+    for warning in pod_warnings(pod, refs=refs, runtime=runtime.name):
+        await emit_event(
+            kube,
+            pod,
+            reason=warning.reason,
+            type="Warning",
+            message=warning.message,
+            host=settings.node_name,
+        )
 
     def prepare() -> None:
         (pod_dir / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -114,7 +147,8 @@ async def submit_pod(
     delay = 1.0
     while True:
         try:
-            job_id = await slurm.sbatch_file(str(pod_dir / "job.sh"), spec.sbatch_args)
+            async with limiter or contextlib.nullcontext():
+                job_id = await slurm.sbatch_file(str(pod_dir / "job.sh"), spec.sbatch_args)
             break
         except SlurmCommandError as exc:
             if not _retryable(exc) or delay > 60:
@@ -147,6 +181,70 @@ async def submit_pod(
         message=f"Submitted as Slurm job {job_id}",
         host=settings.node_name,
     )
+
+
+CONFIG_RETRY = 5.0  # seconds between tries of a pod waiting for a ConfigMap or Secret
+CONFIG_ERROR = "CreateContainerConfigError"
+
+
+def _config_error_status(pod: Pod, exc: MissingReference) -> dict[str, Any]:
+    """Pending, the container whose reference is missing waiting with CreateContainerConfigError
+    (the others ContainerCreating, or PodInitializing behind a waiting init container)."""
+    init_failed = exc.field.startswith("spec.initContainers[")
+
+    def statuses(kind: str, containers: list[Container], later: str) -> list[dict[str, Any]]:
+        out = []
+        for i, c in enumerate(containers):
+            if exc.field.startswith(f"spec.{kind}[{i}]"):
+                waiting = {"reason": CONFIG_ERROR, "message": exc.why}
+            else:
+                waiting = {"reason": later}
+            out.append(
+                {
+                    "name": c.name,
+                    "image": c.image,
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "started": False,
+                    "state": {"waiting": waiting},
+                }
+            )
+        return out
+
+    app_reason = "PodInitializing" if init_failed else "ContainerCreating"
+    status: dict[str, Any] = {
+        "phase": "Pending",
+        "containerStatuses": statuses("containers", pod.spec.containers, app_reason),
+    }
+    if pod.spec.init_containers:
+        status["initContainerStatuses"] = statuses(
+            "initContainers", pod.spec.init_containers, "PodInitializing"
+        )
+    return status
+
+
+async def _report_config_error(
+    kube: KubeClient, pod: Pod, exc: MissingReference, *, host: str
+) -> None:
+    """Say once (per distinct message) why the pod waits: a Warning event and its status.
+
+    The status is written here, not by the status writer: the poller only reports pods that
+    have a job entry, and this pod has none until it is submitted.
+    """
+    status = _config_error_status(pod, exc)
+    if (
+        status["containerStatuses"] == pod.status.container_statuses
+        and status.get("initContainerStatuses", []) == pod.status.init_container_statuses
+    ):
+        return  # already reported: the watch brought our own status back
+    log.info("pod %s waits: %s", pod.key, exc)
+    await emit_event(kube, pod, reason=CONFIG_ERROR, type="Warning", message=str(exc), host=host)
+    ns, name = pod.metadata.namespace, pod.metadata.name
+    try:
+        await kube.merge_patch(f"/api/v1/namespaces/{ns}/pods/{name}/status", {"status": status})
+    except (ApiError, ApiUnreachable) as err:
+        log.warning("could not report %s on pod %s: %s", CONFIG_ERROR, pod.key, err)
 
 
 def _retryable(exc: SlurmCommandError) -> bool:
@@ -277,6 +375,7 @@ async def serve_jobs(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     limiter = trio.CapacityLimiter(settings.sbatch_concurrency)
+    cache = SharedCache()
     busy: dict[str, str] = {}  # UID -> the action in flight for it
     deleted: set[str] = set()  # deletes done, waiting for the watch to see the pod go
 
@@ -297,16 +396,17 @@ async def serve_jobs(
         while True:
             try:
                 if action == "submit":
-                    async with limiter:
-                        await submit_pod(
-                            pod,
-                            slurm=slurm,
-                            kube=kube,
-                            jobs=jobs,
-                            paths=paths,
-                            runtime=runtime,
-                            settings=settings,
-                        )
+                    await submit_pod(
+                        pod,
+                        slurm=slurm,
+                        kube=kube,
+                        jobs=jobs,
+                        paths=paths,
+                        runtime=runtime,
+                        settings=settings,
+                        limiter=limiter,
+                        cache=cache,
+                    )
                 elif action == "delete":
                     await delete_pod(
                         pod,

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from mobius.errors import ConfigError
 from mobius.models import Pod
+from mobius.pods.logformat import LogOptions, render
 from mobius.pods.script import render_job
 from mobius.runtime import Apptainer, ContainerRun, Runtime, Singularity, runtime_named
 from mobius.runtime.apptainer import image_source, is_local_image, shell_path, sif_name
@@ -57,6 +58,11 @@ esac
 """
 
 SUBCOMMANDS = {b"build", b"exec", b"run"}
+
+
+def log_text(pod_dir: Path, container: str, run: int = 0) -> str:
+    """A container's log as the user reads it (the job script writes CRI-format lines)."""
+    return render((pod_dir / "logs" / container / f"{run}.log").read_bytes(), LogOptions()).decode()
 
 
 class Node:
@@ -145,7 +151,10 @@ def run_pod(
     runtime = runtime or Apptainer(global_flags=("--quiet",), image_cache=str(node.cache))
     script = write_script(pod, pod_dir or node.root / "pod", runtime)
     return subprocess.run(
-        ["bash", str(script)], env={**node.env, **(env or {})}, capture_output=True, timeout=30,
+        ["bash", str(script)],
+        env={**node.env, **(env or {})},
+        capture_output=True,
+        timeout=30,
         check=False,
     )
 
@@ -168,8 +177,13 @@ def test_scripts_are_valid_bash(tmp_path: Path) -> None:
         make_pod(
             initContainers=[{"name": "init", "image": "/images/tools.sif", "command": ["true"]}],
             containers=[
-                {"name": "a", "image": "ghcr.io/org/app@sha256:" + "a" * 64, "workingDir": "/w",
-                 "env": [{"name": "A", "value": "1"}], "imagePullPolicy": "Never"},
+                {
+                    "name": "a",
+                    "image": "ghcr.io/org/app@sha256:" + "a" * 64,
+                    "workingDir": "/w",
+                    "env": [{"name": "A", "value": "1"}],
+                    "imagePullPolicy": "Never",
+                },
                 {"name": "b", "image": "oras://registry.example/b:1", "args": ["x"]},
             ],
         ),
@@ -187,14 +201,19 @@ def test_scripts_are_valid_bash(tmp_path: Path) -> None:
 
 def container(**fields: object) -> ContainerRun:
     values: dict[str, object] = {
-        "name": "c", "image": "busybox:1.36", "command": (), "args": (), "env": (("A", "1"),),
+        "name": "c",
+        "image": "busybox:1.36",
+        "command": (),
+        "args": (),
+        "env": (("A", "1"),),
     }
     return ContainerRun(**{**values, **fields})  # type: ignore[arg-type]
 
 
 def test_exec_when_command_is_set() -> None:
     run = Apptainer().run_container(
-        sandbox="s", container=container(command=("sh", "-c"), args=("echo $HOME",), working_dir="/w")
+        sandbox="s",
+        container=container(command=("sh", "-c"), args=("echo $HOME",), working_dir="/w"),
     )
     name = sif_name("docker://busybox:1.36")
     assert run == (
@@ -279,7 +298,9 @@ def test_image_cache_path_expands_variables_only() -> None:
         ("${SCRATCH}/$(rm -rf x)/`id`", "/s p/$(rm -rf x)/`id`"),
     ]:
         out = subprocess.run(
-            ["bash", "-c", f"printf %s {shell_path(path)}"], env=env, capture_output=True,
+            ["bash", "-c", f"printf %s {shell_path(path)}"],
+            env=env,
+            capture_output=True,
             check=True,
         )
         assert out.stdout.decode() == expected
@@ -308,15 +329,23 @@ def test_runtime_named_knows_both() -> None:
 
 
 def test_exec_argv_env_and_exit_code(node: Node) -> None:
-    pod = make_pod(containers=[{
-        "name": "c", "image": "busybox:1.36", "command": ["sh", "-c"], "args": ["exit 3"],
-        "workingDir": "/w", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": ""}],
-    }])
+    pod = make_pod(
+        containers=[
+            {
+                "name": "c",
+                "image": "busybox:1.36",
+                "command": ["sh", "-c"],
+                "args": ["exit 3"],
+                "workingDir": "/w",
+                "env": [{"name": "A", "value": "1"}, {"name": "B", "value": ""}],
+            }
+        ]
+    )
     proc = run_pod(pod, node, env={"FAKE_EXIT": "3"})
     assert proc.returncode == 3, proc.stderr
     pod_dir = node.root / "pod"
     assert container_exit(pod_dir) == 3
-    assert (pod_dir / "logs" / "c.log").read_text() == "ran\n"
+    assert log_text(pod_dir, "c") == "ran\n"
     assert (pod_dir / "ctl" / "pod.ip").read_text().strip()  # the node's address
     sif = node.cache / sif_name("docker://busybox:1.36")
     (build,) = node.calls("build")
@@ -325,8 +354,18 @@ def test_exec_argv_env_and_exit_code(node: Node) -> None:
     assert sif.read_text() == "sif of docker://busybox:1.36\n"
     (run,) = node.calls("exec")
     assert run == [
-        "--quiet", "exec", *BASE, "--uts", "--hostname", "p", "--pwd", "/w", str(sif),
-        "sh", "-c", "exit 3",
+        "--quiet",
+        "exec",
+        *BASE,
+        "--uts",
+        "--hostname",
+        "p",
+        "--pwd",
+        "/w",
+        str(sif),
+        "sh",
+        "-c",
+        "exit 3",
     ]
     (env,) = node.environments("exec")
     assert env["APPTAINERENV_A"] == "1"
@@ -336,10 +375,17 @@ def test_exec_argv_env_and_exit_code(node: Node) -> None:
 
 def test_run_argv_with_host_network_fakeroot_and_singularity(node: Node) -> None:
     node.add_binary("singularity")
-    pod = make_pod(hostNetwork=True, containers=[
-        {"name": "c", "image": "/images/tools.sif", "args": ["--port", "80"],
-         "env": [{"name": "A", "value": "1"}]},
-    ])
+    pod = make_pod(
+        hostNetwork=True,
+        containers=[
+            {
+                "name": "c",
+                "image": "/images/tools.sif",
+                "args": ["--port", "80"],
+                "env": [{"name": "A", "value": "1"}],
+            },
+        ],
+    )
     runtime = Singularity(fakeroot=True, run_flags=("--nv",), image_cache=str(node.cache))
     proc = run_pod(pod, node, runtime=runtime)
     assert proc.returncode == 0, proc.stderr
@@ -370,13 +416,17 @@ hostile = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_s
 env_name = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,20}", fullmatch=True)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     command=st.lists(hostile, max_size=3),
     args=st.lists(hostile, max_size=4),
     env=st.lists(st.tuples(env_name, hostile), max_size=4),
     workdir=hostile.filter(bool),
-    image=st.text(st.characters(codec="utf-8", exclude_characters="\x00/"), min_size=1, max_size=30),
+    image=st.text(
+        st.characters(codec="utf-8", exclude_characters="\x00/"), min_size=1, max_size=30
+    ),
 )
 def test_no_pod_field_changes_what_the_shell_runs(
     node: Node,
@@ -387,8 +437,14 @@ def test_no_pod_field_changes_what_the_shell_runs(
     image: str,
 ) -> None:
     node.forget()
-    spec = {"name": "c", "image": image, "command": command, "args": args, "workingDir": workdir,
-            "env": [{"name": k, "value": v} for k, v in env]}
+    spec = {
+        "name": "c",
+        "image": image,
+        "command": command,
+        "args": args,
+        "workingDir": workdir,
+        "env": [{"name": k, "value": v} for k, v in env],
+    }
     proc = run_pod(make_pod(containers=[spec]), node)
     assert proc.returncode == 0, proc.stderr
     sub = "exec" if command else "run"
@@ -403,7 +459,9 @@ def test_no_pod_field_changes_what_the_shell_runs(
     for k, v in dict(env).items():
         assert seen[f"APPTAINERENV_{k}"] == v
     assert sorted(os.listdir(node.cache)) == sorted(
-        [] if is_local_image(image) else [sif_name(image_source(image)), f"{sif_name(image_source(image))}.lock"]
+        []
+        if is_local_image(image)
+        else [sif_name(image_source(image)), f"{sif_name(image_source(image))}.lock"]
     )
 
 
@@ -417,7 +475,7 @@ def test_never_fails_when_the_image_is_missing(node: Node) -> None:
     assert proc.returncode == 125
     pod_dir = node.root / "pod"
     assert container_exit(pod_dir) == 125
-    log = (pod_dir / "logs" / "c.log").read_text()
+    log = log_text(pod_dir, "c")
     assert "image docker://busybox:1.36 is not in" in log
     assert "imagePullPolicy is Never" in log
     assert node.calls() == []
@@ -463,7 +521,7 @@ def test_always_keeps_the_stored_image_when_the_registry_is_unreachable(node: No
     proc = run_pod(pod, node, env={"FAKE_BUILD_FAIL": "1"})
     assert proc.returncode == 0, proc.stderr
     assert sif.read_text() == "old"
-    log = (node.root / "pod" / "logs" / "c.log").read_text()
+    log = log_text(node.root / "pod", "c")
     assert "registry unreachable" in log
     assert "using the stored image" in log
     assert len(node.calls("run")) == 1
@@ -473,9 +531,7 @@ def test_always_keeps_the_stored_image_when_the_registry_is_unreachable(node: No
 def test_failed_pull_without_stored_image_is_125(node: Node) -> None:
     proc = run_pod(make_pod(), node, env={"FAKE_BUILD_FAIL": "1"})
     assert proc.returncode == 125
-    assert "mobius: could not pull docker://busybox:1.36" in (
-        node.root / "pod" / "logs" / "c.log"
-    ).read_text()
+    assert "mobius: could not pull docker://busybox:1.36" in log_text(node.root / "pod", "c")
     assert node.calls("run") == []
 
 
@@ -516,7 +572,7 @@ def test_term_stops_the_containers(node: Node, hang: str, code: int) -> None:
         assert int((ctl / f"{name}.exit").read_text().split()[0]) == code
         assert not (ctl / f"{name}.restarts").exists()
     if hang == "term":
-        assert (node.root / "pod" / "logs" / "a.log").read_text() == "ran\ngot TERM\n"
+        assert log_text(node.root / "pod", "a") == "ran\ngot TERM\n"
     assert len(node.calls("run")) == 2
 
 
@@ -539,8 +595,14 @@ async def test_job_runs_through_slurm() -> None:
         node = Node(root / "node")
         pod = make_pod(
             initContainers=[{"name": "init", "image": "busybox:1.36", "command": ["true"]}],
-            containers=[{"name": "c", "image": "busybox:1.36", "args": ["a b", "$HOME"],
-                         "env": [{"name": "GREETING", "value": "hi, \"you\"=x"}]}],
+            containers=[
+                {
+                    "name": "c",
+                    "image": "busybox:1.36",
+                    "args": ["a b", "$HOME"],
+                    "env": [{"name": "GREETING", "value": 'hi, "you"=x'}],
+                }
+            ],
         )
         pod_dir = root / "pod"
         pod_dir.mkdir()
@@ -557,8 +619,7 @@ async def test_job_runs_through_slurm() -> None:
             with trio.fail_after(60):
                 while True:
                     state = await run_command(
-                        ["squeue", "--noheader", "--states=all", f"--jobs={job_id}",
-                         "--format=%T"],
+                        ["squeue", "--noheader", "--states=all", f"--jobs={job_id}", "--format=%T"],
                         slurm.env,
                     )
                     if state.strip() in FINAL_STATES:
@@ -571,12 +632,20 @@ async def test_job_runs_through_slurm() -> None:
         assert container_exit(pod_dir) == 3
         assert (ctl / "node").read_text().strip()
         assert (ctl / "pod.ip").read_text().strip()
-        assert (pod_dir / "logs" / "c.log").read_text() == "ran\n"
+        assert log_text(pod_dir, "c") == "ran\n"
         assert (pod_dir / "job.out").read_text() == ""  # the script itself said nothing
         assert len(node.calls("build")) == 1
         (run,) = node.calls("run")
-        assert run == ["run", *BASE, "--uts", "--hostname", "p",
-                       str(node.cache / sif_name("docker://busybox:1.36")), "a b", "$HOME"]
+        assert run == [
+            "run",
+            *BASE,
+            "--uts",
+            "--hostname",
+            "p",
+            str(node.cache / sif_name("docker://busybox:1.36")),
+            "a b",
+            "$HOME",
+        ]
         (env,) = node.environments("run")
         assert env["APPTAINERENV_GREETING"] == 'hi, "you"=x'
         assert env["SLURM_JOB_ID"] == job_id
