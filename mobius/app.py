@@ -81,6 +81,8 @@ async def run_kubelet(
                 store=store,
                 paths=paths,
                 kube=kube,
+                runtime=runtime,
+                slurm_env=settings.slurm_env,
             )
         )
         if settings.webhook_port:

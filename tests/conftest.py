@@ -7,6 +7,7 @@ SIGTERM at the end of the session, after which no process of it may remain.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -96,14 +97,23 @@ def stack() -> Iterator[Stack]:
             process.kill()
             process.wait()
         leftovers = _processes_mentioning(str(home))
+        described = {pid: _cmdline(pid) for pid in leftovers}
         for pid in leftovers:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(home, ignore_errors=True)
-        assert not leftovers, f"processes left behind by mobius up: {leftovers}"
+        assert not leftovers, f"processes left behind by mobius up: {described}"
 
 
 def _raise(message: str) -> bool:
     raise AssertionError(message)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "?"
 
 
 def _processes_mentioning(text: str) -> list[int]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, NoReturn
 
 import msgspec
@@ -28,8 +29,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from mobius.errors import ConfigError
-from mobius.kubelet.auth import App, Authenticator, AuthMiddleware, ReviewClient
+from mobius.kubelet.auth import App, Authenticator, AuthMiddleware, ReviewClient, authorize
 from mobius.kubelet.logs import ContainerLogs
+from mobius.kubelet.streams.wiring import pod_streams, serve_connection
+from mobius.runtime.base import Runtime
 from mobius.state import PodPaths, PodStore
 
 log = logging.getLogger(__name__)
@@ -102,6 +105,8 @@ async def serve_kubelet_api(
     store: PodStore,
     paths: PodPaths,
     kube: ReviewClient,
+    runtime: Runtime,
+    slurm_env: Mapping[str, str],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     for f in (settings.cert_file, settings.key_file, settings.client_ca_file):
@@ -113,9 +118,18 @@ async def serve_kubelet_api(
     config.accesslog = None
     config.errorlog = logging.getLogger("mobius.kubelet.hypercorn")
     config.loglevel = "WARNING"
+    auth = Authenticator(kube, node_name=settings.node_name)
     app = AuthMiddleware(
-        build_app(store=store, paths=paths, max_log_streams=settings.max_log_streams),
-        auth=Authenticator(kube, node_name=settings.node_name),
+        build_app(store=store, paths=paths, max_log_streams=settings.max_log_streams), auth=auth
+    )
+    # exec, attach and port-forward upgrade the connection (SPDY/3.1 or WebSocket): they are
+    # served by mobius.kubelet.streams; every other connection goes to hypercorn.
+    route = pod_streams(
+        store=store,
+        paths=paths,
+        runtime=runtime,
+        slurm_env=slurm_env,
+        authorize=partial(authorize, auth),
     )
     ctx = ssl_context(settings)
     listeners = [
@@ -125,14 +139,17 @@ async def serve_kubelet_api(
     context = WorkerContext(None)
 
     async def handle(stream: trio.SSLStream[trio.SocketStream]) -> None:
-        try:
+        async def fallback(replayed: Any) -> None:
             await TCPServer(
                 _ConnectionApp(app, stream),  # type: ignore[arg-type]
                 config,
                 context,
                 ConnectionState({}),
-                stream,
+                replayed,
             )
+
+        try:
+            await serve_connection(stream, route=route, fallback=fallback)
         except Exception:  # one broken connection must not stop the server
             log.exception("kubelet API: connection failed")
 

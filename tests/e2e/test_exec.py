@@ -5,7 +5,6 @@ over WebSocket (the node declares ExtendWebSocketsToKubelet and the API server p
 from __future__ import annotations
 
 import fcntl
-import inspect
 import os
 import select
 import struct
@@ -18,22 +17,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-import mobius.kubelet.server
 from tests.conftest import Stack
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        "serve_connection" not in inspect.getsource(mobius.kubelet.server),
-        reason="mobius.kubelet.streams is not wired into the kubelet server yet",
-    ),
-]
+pytestmark = pytest.mark.e2e
 
 POD = "exec-web"
 
 
 @pytest.fixture(scope="module")
-def pod(stack: Stack) -> str:
+def pod(stack: Stack) -> Iterator[str]:
     stack.kubectl(
         "run", POD, "--image=busybox", "--restart=Never", "--",
         "sh", "-c", "mkdir -p /www && echo hello-from-pod >/www/index.html && exec httpd -f -p 8080 -h /www",
@@ -41,7 +33,9 @@ def pod(stack: Stack) -> str:
     stack.wait_for(
         f"{POD} to run", lambda: stack.get_json("pod", POD)["status"].get("phase") == "Running"
     )
-    return POD
+    yield POD
+    # httpd runs as PID 1 and ignores TERM: a short grace period, then the kill.
+    stack.kubectl("delete", "pod", POD, "--grace-period=1", "--wait=true", timeout=120)
 
 
 def _proxied_to_kubelet(stack: Stack) -> int:
