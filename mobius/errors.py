@@ -18,7 +18,11 @@ Errors are split by cause, so that a caller catches exactly what it can handle::
     ├── ParseError                  Slurm (or other) output that could not be parsed (the line)
     ├── InvalidPodSpec              a pod Mobius cannot run (which field, why)
     │   └── MissingReference        ... yet: a ConfigMap/Secret (key) it needs does not exist
-    └── StartupError                a component (etcd, API server, slurmctld, ...) did not start
+    ├── StartupError                a component (etcd, API server, slurmctld, ...) did not start
+    └── (kubelet streams, defined beside their protocols in mobius/kubelet/streams)
+        ├── SpdyProtocolError       a peer broke SPDY/3.1 framing
+        ├── WebSocketRefused        a WebSocket upgrade that cannot be served
+        └── ExecFailed              a command could not be started in the pod's container
 
 Foreign exceptions (httpx, OSError from subprocesses, msgspec) are translated only at the
 adapter boundary, always with ``raise ... from exc``.
