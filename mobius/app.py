@@ -180,6 +180,7 @@ async def run_kubelet(
                 paths=paths,
                 updates=updates_send,
                 interval=settings.poll_interval,
+                accounting=slurm.sacct if await slurm.accounting_enabled() else None,
                 host_ip=settings.node_address,
             )
         )

@@ -79,6 +79,30 @@ class SlurmClient:
             argv.append("--batch")
         await self.run([*argv, job_id])
 
+    async def accounting_enabled(self) -> bool:
+        """Whether the cluster keeps job accounting (so sacct knows jobs that left squeue)."""
+        try:
+            out = await self.run(["scontrol", "show", "config"])
+        except SlurmCommandError:
+            return False
+        return accounting_storage(out) not in ("", "accounting_storage/none")
+
+    async def sacct(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """The final states of ``job_ids`` from accounting, in ONE call: ``{job id: STATE}``."""
+        if not job_ids:
+            return {}
+        out = await self.run(
+            [
+                "sacct",
+                "--noheader",
+                "--parsable2",
+                "--allocations",
+                "--format=JobIDRaw,State",
+                f"--jobs={','.join(job_ids)}",
+            ]
+        )
+        return parse_sacct_states(out)
+
     async def capacity(self) -> Capacity:
         """What the cluster offers: total CPUs and memory, largest node, partitions."""
         out = await self.run(["sinfo", "--noheader", "--Node", "--format=%N|%c|%m|%P|%G"])
@@ -93,6 +117,30 @@ class Capacity(msgspec.Struct, frozen=True):
     max_node_memory_mb: int
     partitions: tuple[str, ...]
     gpus: int = 0
+
+
+def accounting_storage(config: str) -> str:
+    """AccountingStorageType from ``scontrol show config`` output ("" if absent)."""
+    for line in config.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "AccountingStorageType":
+            return value.strip()
+    return ""
+
+
+def parse_sacct_states(text: str) -> dict[str, str]:
+    """``sacct -n -P -X -o JobIDRaw,State`` -> ``{job id: STATE}``; ``CANCELLED by 1000`` is
+    CANCELLED. Lines that are not ``<id>|<state>`` raise ParseError naming the line."""
+    states: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        job_id, sep, state = line.partition("|")
+        words = state.split()
+        if not sep or not job_id.strip() or not words or not words[0].replace("_", "").isalpha():
+            raise ParseError("sacct output", line, lineno)
+        states[job_id.strip()] = words[0].upper()
+    return states
 
 
 def gres_gpus(gres: str) -> int:
@@ -143,4 +191,4 @@ def parse_capacity(text: str) -> Capacity:
     )
 
 
-__all__ = ["Capacity", "SlurmClient", "SqueueRow", "parse_capacity"]
+__all__ = ["Capacity", "SlurmClient", "SqueueRow", "parse_capacity", "parse_sacct_states"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn, Protocol
 
@@ -65,6 +66,10 @@ the file system's timestamp granularity without its mtime moving; it is read aga
 
 _CtlKey = tuple[int, int]  # mtime_ns of ctl/ and ctl/c/, -1 when missing
 _NO_RECORD = PodRecord()
+
+
+# Job ids -> their Slurm state from accounting (sacct), for jobs that left squeue.
+Accounting = Callable[[list[str]], Awaitable[dict[str, str]]]
 
 
 class SqueueSource(Protocol):
@@ -178,9 +183,16 @@ class StatusPoller:
     """The poller's memory between ticks, and one tick's work (no squeue call, no channel)."""
 
     def __init__(
-        self, *, store: PodStore, jobs: JobTable, paths: PodPaths, host_ip: str | None = None
+        self,
+        *,
+        store: PodStore,
+        jobs: JobTable,
+        paths: PodPaths,
+        host_ip: str | None = None,
+        accounting: Accounting | None = None,
     ) -> None:
         self.store = store
+        self.accounting = accounting  # sacct, where the cluster keeps accounting
         self.jobs = jobs
         self.host_ip = host_ip
         self.rows: dict[str, SqueueRow] = {}  # the last squeue snapshot, by job name
@@ -191,6 +203,27 @@ class StatusPoller:
 
     def __repr__(self) -> str:
         return f"<StatusPoller {len(self._seen)} pods, {len(self.rows)} rows, tick {self._ticks}>"
+
+    async def _accounted(
+        self, work: list[tuple[_Seen, str, Pod, Job, SqueueRow | None, bool]], due: list[bool]
+    ) -> dict[str, str]:
+        """What accounting says of the jobs due a verdict that left squeue: ONE sacct call for
+        all of them, only when the cluster keeps accounting; {} if it fails (the job's control
+        files and, failing those, SlurmJobLost still decide)."""
+        if self.accounting is None:
+            return {}
+        gone = [
+            job.job_id
+            for (_, _, _, job, row, submitted), d in zip(work, due, strict=True)
+            if d and row is None and submitted and job.job_id and not job.error
+        ]
+        if not gone:
+            return {}
+        try:
+            return await self.accounting(gone)
+        except (SlurmCommandError, ParseError) as exc:
+            log.warning("sacct failed: %s; judging vanished jobs by their control files", exc)
+            return {}
 
     async def tick(self, rows: list[SqueueRow], *, began: float) -> list[StatusUpdate]:
         """The status updates this squeue output calls for (``began``: when squeue was called).
@@ -262,6 +295,7 @@ class StatusPoller:
                 if record != s.record:
                     s.record = record
                     due[i] = True
+        accounted = await self._accounted(work, due)
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         updates: list[StatusUpdate] = []
         for (s, uid, pod, job, row, submitted), dirty in zip(work, due, strict=True):
@@ -280,6 +314,8 @@ class StatusPoller:
                 view = (
                     JobView(job_id=row.job_id, state=row.state, reason=row.reason, nodes=row.nodes)
                     if row
+                    else JobView(job_id=job.job_id, state=accounted[job.job_id])
+                    if job.job_id in accounted
                     else None
                 )
                 status = pod_status(
@@ -308,9 +344,12 @@ async def serve_status_poller(
     updates: trio.MemorySendChannel[StatusUpdate],
     interval: float = 1.0,
     host_ip: str | None = None,
+    accounting: Accounting | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    poller = StatusPoller(store=store, jobs=jobs, paths=paths, host_ip=host_ip)
+    poller = StatusPoller(
+        store=store, jobs=jobs, paths=paths, host_ip=host_ip, accounting=accounting
+    )
     started = False
     while True:
         began = trio.current_time()

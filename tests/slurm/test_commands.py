@@ -34,3 +34,20 @@ def test_gres_gpus(gres: str, gpus: int) -> None:
 def test_garbage_names_the_line() -> None:
     with pytest.raises(ParseError, match="line 2"):
         parse_capacity("n1|1|100|p|(null)\nn2|lots|100|p|(null)\n")
+
+
+def test_sacct_states() -> None:
+    from mobius.slurm.commands import accounting_storage, parse_sacct_states
+
+    text = "41|COMPLETED\n42|CANCELLED by 1000\n43_2|TIMEOUT\n\n44|OUT_OF_MEMORY\n"
+    assert parse_sacct_states(text) == {
+        "41": "COMPLETED",
+        "42": "CANCELLED",
+        "43_2": "TIMEOUT",
+        "44": "OUT_OF_MEMORY",
+    }
+    with pytest.raises(ParseError, match="line 1"):
+        parse_sacct_states("garbage without a bar\n")
+    config = "AccountingStorageHost   = db\nAccountingStorageType   = accounting_storage/slurmdbd\n"
+    assert accounting_storage(config) == "accounting_storage/slurmdbd"
+    assert accounting_storage("ClusterName = x\n") == ""

@@ -413,3 +413,41 @@ async def test_same_updates_as_the_naive_poller(tmp_path: Path, seed: int) -> No
         expected = naive_tick(k, rows, sent, float(tick))
         got = [(uid, fingerprint(status)) for uid, status in await poller.tick(rows, began=float(tick))]
         assert got == expected, tick
+
+
+async def test_accounting_tells_how_a_vanished_job_ended(tmp_path: Path) -> None:
+    k = Kubelet(tmp_path)
+    done, cancelled, unknown, listed = uids(4)
+    for uid in (done, cancelled, unknown, listed):
+        k.add(uid)
+    asked: list[list[str]] = []
+
+    async def sacct(job_ids: list[str]) -> dict[str, str]:
+        asked.append(sorted(job_ids))
+        return {f"1{done[-4:]}": "COMPLETED", f"1{cancelled[-4:]}": "CANCELLED"}
+
+    poller = StatusPoller(store=k.store, jobs=k.jobs, paths=k.paths, accounting=sacct)
+    await poller.tick([row(uid) for uid in (done, cancelled, unknown, listed)], began=1.0)
+    updates = await poller.tick([row(listed, "RUNNING")], began=2.0)
+    # ONE sacct call for every job that left squeue; the one still listed is not asked about.
+    assert asked == [sorted(f"1{u[-4:]}" for u in (done, cancelled, unknown))]
+    statuses = dict(updates)
+    assert statuses[cancelled]["reason"] == "SlurmJobCancelled"
+    assert statuses[done]["reason"] == "ContainersNotRun"  # COMPLETED, but no exit records
+    assert statuses[unknown]["reason"] == "SlurmJobLost"
+    assert statuses[listed]["phase"] == "Running"
+
+
+async def test_failing_accounting_falls_back_to_control_files(tmp_path: Path) -> None:
+    k = Kubelet(tmp_path)
+    (uid,) = uids(1)
+    k.add(uid)
+    k.put(uid, "c/app.started", "2026-01-01T00:00:01Z")
+    k.put(uid, "c/app.exit", "0 2026-01-01T00:00:02Z")
+
+    async def sacct(job_ids: list[str]) -> dict[str, str]:
+        raise SlurmCommandError(["sacct"], 1, "Slurm accounting storage is disabled")
+
+    poller = StatusPoller(store=k.store, jobs=k.jobs, paths=k.paths, accounting=sacct)
+    updates = await poller.tick([], began=1.0)
+    assert phases(updates) == {uid: "Succeeded"}
