@@ -33,7 +33,7 @@ from mobius.errors import (
     SlurmCommandError,
 )
 from mobius.kube.client import KubeClient
-from mobius.kube.events import emit_event
+from mobius.kube.events import emit_event, rfc3339
 from mobius.kube.refs import SharedCache, fetch_refs
 from mobius.models import Container, Pod
 from mobius.pods.env import pod_warnings
@@ -94,6 +94,7 @@ async def submit_pod(
     settings: JobSettings,
     limiter: trio.CapacityLimiter | None = None,
     cache: SharedCache | None = None,
+    retry: dict[str, float] | None = None,
 ) -> None:
     """Render the pod's job and sbatch it; an invalid pod gets a job entry with its error.
 
@@ -144,34 +145,36 @@ async def submit_pod(
         _write_private(pod_dir / "job.sh", spec.script)
 
     await trio.to_thread.run_sync(prepare)
-    delay = 1.0
-    while True:
-        try:
-            async with limiter or contextlib.nullcontext():
-                job_id = await slurm.sbatch_file(str(pod_dir / "job.sh"), spec.sbatch_args)
-            break
-        except SlurmCommandError as exc:
-            if not _retryable(exc) or delay > 60:
-                jobs.set(
-                    uid,
-                    Job(
-                        job_id="",
-                        error=f"sbatch refused the job: {exc.stderr}",
-                        reason="SlurmSubmitFailed",
-                    ),
-                )
-                await emit_event(
-                    kube,
-                    pod,
-                    reason="SlurmSubmitFailed",
-                    type="Warning",
-                    message=f"sbatch refused the job: {exc.stderr}",
-                    host=settings.node_name,
-                )
-                return
-            log.warning("sbatch for %s failed (%s); retrying in %.0fs", pod.key, exc, delay)
-            await trio.sleep(delay)
-            delay *= 2
+    try:
+        async with limiter or contextlib.nullcontext():
+            job_id = await slurm.sbatch_file(str(pod_dir / "job.sh"), spec.sbatch_args)
+    except SlurmCommandError as exc:
+        message = f"sbatch refused the job: {exc.stderr}"
+        if not _retryable(exc):
+            jobs.set(uid, Job(job_id="", error=message, reason="SlurmSubmitFailed"))
+            await emit_event(
+                kube,
+                pod,
+                reason="SlurmSubmitFailed",
+                type="Warning",
+                message=message,
+                host=settings.node_name,
+            )
+            return
+        # Limits (QOS, association, MaxJobCount, RPC rate) pass: say so once, then try again
+        # after a back-off. Returning without a job entry makes serve_jobs call again while
+        # the pod still exists and is not being deleted.
+        delay = retry.get(uid, 0.0) if retry is not None else 0.0
+        if delay == 0.0:
+            await _report_refusal(kube, pod, message, host=settings.node_name)
+        delay = min(max(2 * delay, SUBMIT_RETRY), SUBMIT_RETRY_MAX)
+        if retry is not None:
+            retry[uid] = delay
+        log.warning("sbatch for %s failed (%s); retrying in %.0fs", pod.key, exc, delay)
+        await trio.sleep(delay)
+        return
+    if retry is not None:
+        retry.pop(uid, None)
     jobs.set(uid, Job(job_id=job_id, submitted_at=trio.current_time()))
     await trio.to_thread.run_sync(_write_private, paths.job_id_file(uid), job_id + "\n")
     await emit_event(
@@ -245,6 +248,40 @@ async def _report_config_error(
         await kube.merge_patch(f"/api/v1/namespaces/{ns}/pods/{name}/status", {"status": status})
     except (ApiError, ApiUnreachable) as err:
         log.warning("could not report %s on pod %s: %s", CONFIG_ERROR, pod.key, err)
+
+
+SUBMIT_RETRY, SUBMIT_RETRY_MAX = 2.0, 60.0  # back-off of sbatch retries, seconds
+SUBMITTED = "mobius.io/SlurmSubmitted"  # the pod condition that says why a job is not in yet
+
+
+async def _report_refusal(kube: KubeClient, pod: Pod, message: str, *, host: str) -> None:
+    """A Warning event and a pod condition: Slurm refused the job for now, Mobius retries."""
+    await emit_event(
+        kube,
+        pod,
+        reason="SlurmSubmitRetrying",
+        type="Warning",
+        message=f"{message}; retrying",
+        host=host,
+    )
+    condition = {
+        "type": SUBMITTED,
+        "status": "False",
+        "reason": "SlurmRefused",
+        "message": message[:1000],
+        "lastProbeTime": None,
+        "lastTransitionTime": rfc3339(),
+    }
+    ns, name = pod.metadata.namespace, pod.metadata.name
+    try:
+        await kube.request(
+            "PATCH",
+            f"/api/v1/namespaces/{ns}/pods/{name}/status",
+            body={"status": {"conditions": [condition]}},
+            content_type="application/strategic-merge-patch+json",
+        )
+    except (ApiError, ApiUnreachable) as err:
+        log.warning("could not report the refusal on pod %s: %s", pod.key, err)
 
 
 def _retryable(exc: SlurmCommandError) -> bool:
@@ -376,6 +413,7 @@ async def serve_jobs(
 ) -> NoReturn:
     limiter = trio.CapacityLimiter(settings.sbatch_concurrency)
     cache = SharedCache()
+    retry: dict[str, float] = {}  # UID -> current sbatch back-off, while Slurm refuses
     busy: dict[str, str] = {}  # UID -> the action in flight for it
     deleted: set[str] = set()  # deletes done, waiting for the watch to see the pod go
 
@@ -383,6 +421,7 @@ async def serve_jobs(
         pod = store.get(uid)
         if pod is None:
             deleted.discard(uid)
+            retry.pop(uid, None)
             return ("forget", Pod()) if uid in jobs else None
         if pod.metadata.deletion_timestamp:
             return None if uid in deleted else ("delete", pod)
@@ -406,6 +445,7 @@ async def serve_jobs(
                         settings=settings,
                         limiter=limiter,
                         cache=cache,
+                        retry=retry,
                     )
                 elif action == "delete":
                     await delete_pod(
