@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,11 +21,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from mobius.controlplane import free_port
 
 
 class Stack:
@@ -39,13 +34,21 @@ class Stack:
         self.kubeconfig = home / "kubeconfig"
         self.kubectl_path = home / "bin" / "kubectl"
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 60, stdin: str | None = None) -> str:
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 60, stdin: str | None = None
+    ) -> str:
         proc = subprocess.run(
             [str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
-            capture_output=True, text=True, timeout=timeout, check=False, input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            input=stdin,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}\n{self.log_tail()}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed: {proc.stderr}\n{self.log_tail()}"
+            )
         return proc.stdout
 
     def get_json(self, *args: str) -> dict:  # type: ignore[type-arg]
@@ -77,17 +80,41 @@ def stack() -> Iterator[Stack]:
     # Short base folder: Unix socket paths (munge) must stay under 108 bytes.
     home = Path(tempfile.mkdtemp(prefix="mobius-e2e-"))
     log = home / "up.log"
-    argv = [sys.executable, "-m", "mobius", "up", "--home", str(home), "--private-slurm", "--slurm-cpus", "32",
-            "--apiserver-port", str(_free_port()), "--kubelet-port", str(_free_port())]
+    argv = [
+        sys.executable,
+        "-m",
+        "mobius",
+        "up",
+        "--home",
+        str(home),
+        "--private-slurm",
+        "--slurm-cpus",
+        "32",
+        "--apiserver-port",
+        str(free_port()),
+        "--kubelet-port",
+        str(free_port()),
+    ]
     with open(log, "wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "MOBIUS_KUBE_BIN": str(bin_dir)})
+        process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "MOBIUS_KUBE_BIN": str(bin_dir)},
+        )
     s = Stack(home, process, log)
     try:
-        s.wait_for("mobius up to be ready",
-                   lambda: (process.poll() is None and "Mobius is up" in log.read_text(errors="replace"))
-                   or (process.poll() is not None and _raise(f"mobius up exited {process.returncode}\n{s.log_tail()}")),
-                   timeout=240)
+        s.wait_for(
+            "mobius up to be ready",
+            lambda: (
+                (process.poll() is None and "Mobius is up" in log.read_text(errors="replace"))
+                or (
+                    process.poll() is not None
+                    and _raise(f"mobius up exited {process.returncode}\n{s.log_tail()}")
+                )
+            ),
+            timeout=240,
+        )
         yield s
     finally:
         process.send_signal(signal.SIGTERM)
@@ -111,7 +138,12 @@ def _raise(message: str) -> bool:
 
 def _cmdline(pid: int) -> str:
     try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (
+            (Path("/proc") / str(pid) / "cmdline")
+            .read_bytes()
+            .replace(b"\0", b" ")
+            .decode(errors="replace")
+        )
     except OSError:
         return "?"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,19 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from mobius.controlplane import issue_kubelet_serving_cert
+from mobius.controlplane import free_port, issue_kubelet_serving_cert
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.e2e
 
 NODE = "mobius-k9"
 COUNT = 50
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Kubelet:
@@ -52,7 +45,7 @@ class Kubelet:
             "--address",
             "127.0.0.1",
             "--port",
-            str(_free_port()),
+            str(free_port()),
             "--serving-cert",
             str(cert),
             "--serving-key",

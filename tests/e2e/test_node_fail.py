@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -21,19 +20,13 @@ import trio
 
 from mobius.app import run_kubelet
 from mobius.config import KubeletSettings
-from mobius.controlplane import issue_kubelet_serving_cert
+from mobius.controlplane import free_port, issue_kubelet_serving_cert
 from mobius.slurm.cluster import PrivateSlurmSettings, serve_private_slurm
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.e2e
 
 NODE = "mobius-nf"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _slurmd_pid(conf: Path, node: str) -> int:
@@ -74,7 +67,7 @@ async def test_frozen_slurm_node_fails_its_pod_with_node_lost(stack: Stack, tmp_
                 state_dir=tmp_path / "state",
                 slurm_env=slurm.env,
                 kubelet_bind="127.0.0.1",
-                kubelet_port=_free_port(),
+                kubelet_port=free_port(),
                 serving_cert=str(cert),
                 serving_key=str(key),
                 client_ca=str(pki / "ca.crt"),

@@ -7,7 +7,6 @@ so it can be stopped and started at will; its pods name the node directly.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from functools import partial
 from pathlib import Path
@@ -17,7 +16,7 @@ import trio
 
 from mobius.app import run_kubelet
 from mobius.config import KubeletSettings
-from mobius.controlplane import issue_kubelet_serving_cert
+from mobius.controlplane import free_port, issue_kubelet_serving_cert
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.e2e
@@ -25,35 +24,49 @@ pytestmark = pytest.mark.e2e
 NODE = "mobius-b"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _settings(stack: Stack, state_dir: Path, port: int) -> KubeletSettings:
     pki = stack.home / "controlplane" / "pki"
     cert, key = issue_kubelet_serving_cert(pki, NODE, ips=["127.0.0.1"])
     return KubeletSettings(
-        node_name=NODE, kubeconfig=str(stack.kubeconfig), state_dir=state_dir,
+        node_name=NODE,
+        kubeconfig=str(stack.kubeconfig),
+        state_dir=state_dir,
         slurm_env={"SLURM_CONF": str(stack.home / "slurm" / "slurm.conf")},
-        kubelet_bind="127.0.0.1", kubelet_port=port, serving_cert=str(cert), serving_key=str(key),
-        client_ca=str(pki / "ca.crt"), poll_interval=0.5,
+        kubelet_bind="127.0.0.1",
+        kubelet_port=port,
+        serving_cert=str(cert),
+        serving_key=str(key),
+        client_ca=str(pki / "ca.crt"),
+        poll_interval=0.5,
     )
 
 
 def _pod(name: str, command: str) -> str:
-    return json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-        "spec": {"nodeName": NODE, "restartPolicy": "Never",
-                 "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", command]}]},
-    })
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "nodeName": NODE,
+                "restartPolicy": "Never",
+                "containers": [
+                    {"name": "main", "image": "busybox", "command": ["sh", "-c", command]}
+                ],
+            },
+        }
+    )
 
 
 def _jobs_by_name(stack: Stack) -> dict[str, list[str]]:
     env = {"SLURM_CONF": str(stack.home / "slurm" / "slurm.conf")}
-    out = subprocess.run(["squeue", "--noheader", "--states=all", "--format=%j|%i"],
-                         capture_output=True, text=True, check=True, env=env).stdout
+    out = subprocess.run(
+        ["squeue", "--noheader", "--states=all", "--format=%j|%i"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout
     jobs: dict[str, list[str]] = {}
     for line in out.splitlines():
         name, job_id = line.split("|")
@@ -73,7 +86,7 @@ async def test_restart_neither_loses_nor_duplicates_jobs(stack: Stack, tmp_path:
     async def kubectl(*args: str, stdin: str | None = None) -> str:
         return await trio.to_thread.run_sync(partial(stack.kubectl, *args, stdin=stdin))
 
-    settings = _settings(stack, tmp_path / "state", _free_port())
+    settings = _settings(stack, tmp_path / "state", free_port())
     names = ["crash-a", "crash-b", "crash-c"]
 
     async with trio.open_nursery() as nursery:
@@ -83,11 +96,17 @@ async def test_restart_neither_loses_nor_duplicates_jobs(stack: Stack, tmp_path:
 
         def uids() -> dict[str, str]:
             pods = json.loads(stack.kubectl("get", "pods", "-o", "json"))["items"]
-            return {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods if p["metadata"]["name"] in names}
+            return {
+                p["metadata"]["name"]: p["metadata"]["uid"]
+                for p in pods
+                if p["metadata"]["name"] in names
+            }
 
         by_name = await _wait("the three pods", lambda: len(u := uids()) == 3 and u)
-        await _wait("all three submitted",
-                    lambda: all(f"mobius-{uid}" in _jobs_by_name(stack) for uid in by_name.values()))
+        await _wait(
+            "all three submitted",
+            lambda: all(f"mobius-{uid}" in _jobs_by_name(stack) for uid in by_name.values()),
+        )
         nursery.cancel_scope.cancel()  # the kubelet stops while the jobs run
 
     # A pod created while no kubelet runs is picked up after the restart.
@@ -99,11 +118,18 @@ async def test_restart_neither_loses_nor_duplicates_jobs(stack: Stack, tmp_path:
 
         def phases() -> dict[str, str]:
             pods = json.loads(stack.kubectl("get", "pods", "-o", "json"))["items"]
-            return {p["metadata"]["name"]: p["status"].get("phase", "") for p in pods
-                    if p["metadata"]["name"] in names}
+            return {
+                p["metadata"]["name"]: p["status"].get("phase", "")
+                for p in pods
+                if p["metadata"]["name"] in names
+            }
 
-        final = await _wait("all four to succeed",
-                            lambda: (p := phases()) and all(v == "Succeeded" for v in p.values()) and len(p) == 4 and p)
+        final = await _wait(
+            "all four to succeed",
+            lambda: (
+                (p := phases()) and all(v == "Succeeded" for v in p.values()) and len(p) == 4 and p
+            ),
+        )
         assert await kubectl("logs", "crash-a") == "done\n"
         nursery.cancel_scope.cancel()
 
