@@ -11,6 +11,7 @@ back-off, forwards SIGTERM to the sandbox, and exits with the first failing cont
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from shlex import quote
 
@@ -74,6 +75,43 @@ def _container_run(
         run_as_group=who.group,
         supplemental_groups=who.groups,
     )
+
+
+DEFAULT_GRES_MAP: Mapping[str, str] = {"nvidia.com/gpu": "gpu", "amd.com/gpu": "gpu"}
+
+
+def pod_gres(pod: Pod, gres_map: Mapping[str, str]) -> str:
+    """``--gres`` for the pod's extended resources, e.g. ``gpu:2``; "" when it asks for none.
+
+    As in Kubernetes, extended resources are whole numbers and requests equal limits (a limit
+    alone implies the request); the pod needs max(largest init container, sum of app
+    containers), like CPU and memory.
+    """
+
+    def amount(c: Container, name: str, field: str) -> int:
+        raw = c.resources.limits.get(name) or c.resources.requests.get(name)
+        if raw is None:
+            return 0
+        if not raw.isdigit():
+            raise InvalidPodSpec(field, f"{name} must be a whole number, not {raw!r}")
+        return int(raw)
+
+    totals: dict[str, int] = {}
+    for name, gres in gres_map.items():
+        app = sum(
+            amount(c, name, f"spec.containers[{i}].resources.limits[{name}]")
+            for i, c in enumerate(pod.spec.containers)
+        )
+        init = max(
+            (
+                amount(c, name, f"spec.initContainers[{i}].resources.limits[{name}]")
+                for i, c in enumerate(pod.spec.init_containers)
+            ),
+            default=0,
+        )
+        if need := max(app, init):
+            totals[gres] = totals.get(gres, 0) + need
+    return ",".join(f"{gres}:{n}" for gres, n in sorted(totals.items()))
 
 
 def pod_resources(pod: Pod) -> tuple[int, int]:
@@ -172,8 +210,11 @@ def render_job(
     runtime: Runtime,
     partition: str | None = None,
     refs: PodRefs | None = None,
+    gres_map: Mapping[str, str] = DEFAULT_GRES_MAP,
 ) -> JobSpec:
     """The batch script and sbatch options that run ``pod``; InvalidPodSpec if it cannot run.
+
+    ``gres_map``: extended resources that become Slurm GRES (``nvidia.com/gpu`` -> ``gpu``).
 
     ``refs``: the ConfigMaps, Secrets, Services and node facts the pod's environment refers to
     (see :func:`mobius.pods.env.needs`); without them every such reference is missing.
@@ -304,6 +345,8 @@ def render_job(
         f"--mem={mem}M",
         f"--signal=B:TERM@{max(grace, 1)}",  # before a time limit: time to stop cleanly
     ]
+    if gres := pod_gres(pod, gres_map):
+        args.append(f"--gres={gres}")
     if partition:
         args.append(f"--partition={partition}")
     if spec.active_deadline_seconds:

@@ -195,3 +195,32 @@ def test_resources_follow_kubernetes_semantics() -> None:
     args = render_job(pod, pod_dir="/p", runtime=Podman()).sbatch_args
     assert "--cpus-per-task=3" in args  # max(init 3, apps 0.5 + 1)
     assert "--mem=2148M" in args  # max(init 1Gi, apps 100Mi + 2Gi) = 2148 MiB
+
+
+def test_gpus_become_gres() -> None:
+    pod = make_pod(
+        initContainers=[
+            {"name": "i", "image": "b", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+        ],
+        containers=[
+            {"name": "a", "image": "b", "resources": {"limits": {"nvidia.com/gpu": "2"}}},
+            {
+                "name": "b",
+                "image": "b",
+                "resources": {
+                    "requests": {"nvidia.com/gpu": "1"},
+                    "limits": {"nvidia.com/gpu": "1"},
+                },
+            },
+        ],
+    )
+    assert "--gres=gpu:3" in render_job(pod, pod_dir="/p", runtime=Podman()).sbatch_args
+    no_gpu = render_job(make_pod(), pod_dir="/p", runtime=Podman()).sbatch_args
+    assert not any(a.startswith("--gres") for a in no_gpu)
+    half = make_pod(
+        containers=[
+            {"name": "c", "image": "b", "resources": {"limits": {"nvidia.com/gpu": "500m"}}}
+        ]
+    )
+    with pytest.raises(InvalidPodSpec, match="whole number"):
+        render_job(half, pod_dir="/p", runtime=Podman())
