@@ -13,7 +13,6 @@ Sizes: quick 200 pods / 20 starts; --full 1,000 pods / 50 starts.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import time
@@ -32,14 +31,6 @@ from tests.conftest import Stack  # the `stack` fixture comes through benchmarks
 pytestmark = pytest.mark.e2e
 
 LATER = {"slurm.mobius.io/flags": "--begin=now+1hour"}
-
-
-def _env(stack: Stack) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SLURM_CONF": str(stack.home / "slurm" / "slurm.conf"),
-        "PATH": os.environ["PATH"] + ":/usr/sbin",
-    }
 
 
 def _pod(name: str, command: str, annotations: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]
@@ -66,14 +57,14 @@ def _our_jobs(stack: Stack) -> int:
         capture_output=True,
         text=True,
         check=True,
-        env=_env(stack),
+        env=stack.slurm_env,
     ).stdout
     return sum(1 for name in out.split() if name.startswith("mobius-"))
 
 
 def _cleanup(stack: Stack) -> None:
     stack.kubectl("delete", "pods", "-l", "bench=stack", "--force", "--grace-period=0", timeout=300)
-    subprocess.run(["scancel", "--name=bench-bare"], env=_env(stack), check=False)
+    subprocess.run(["scancel", "--name=bench-bare"], env=stack.slurm_env, check=False)
 
 
 def _bare_script(
@@ -115,10 +106,10 @@ def test_submit_throughput(
     t0 = time.perf_counter()
     for script, args in scripts:
         subprocess.run(
-            ["sbatch", *args, str(script)], env=_env(stack), check=True, capture_output=True
+            ["sbatch", *args, str(script)], env=stack.slurm_env, check=True, capture_output=True
         )
     bare_rate = n / (time.perf_counter() - t0)
-    subprocess.run(["scancel", "--name=bench-bare"], env=_env(stack), check=False)
+    subprocess.run(["scancel", "--name=bench-bare"], env=stack.slurm_env, check=False)
 
     before = _our_jobs(stack)
     manifest = {
@@ -166,7 +157,7 @@ def test_start_latency(
         script, args = _bare_script(tmp_path, i, "sleep 1")
         t0 = time.time()
         subprocess.run(
-            ["sbatch", *args, str(script)], env=_env(stack), check=True, capture_output=True
+            ["sbatch", *args, str(script)], env=stack.slurm_env, check=True, capture_output=True
         )
         started = script.parent / "ctl" / "c" / "main.started"
         deadline = time.monotonic() + 60

@@ -51,6 +51,31 @@ class Stack:
             )
         return proc.stdout
 
+    @property
+    def slurm_env(self) -> dict[str, str]:
+        """The environment for Slurm commands against the stack's private cluster."""
+        return {
+            **os.environ,
+            "SLURM_CONF": str(self.home / "slurm" / "slurm.conf"),
+            "PATH": os.environ["PATH"] + ":/usr/sbin",
+        }
+
+    def slurm(self, *argv: str) -> str:
+        """Run a Slurm command against the stack's cluster; its stdout."""
+        return subprocess.run(
+            argv, capture_output=True, text=True, check=True, env=self.slurm_env, timeout=60
+        ).stdout
+
+    def jobs_by_name(self) -> dict[str, list[str]]:
+        """Job name -> the ids of every job squeue still shows under it."""
+        jobs: dict[str, list[str]] = {}
+        for line in self.slurm(
+            "squeue", "--noheader", "--states=all", "--format=%j|%i"
+        ).splitlines():
+            name, job_id = line.split("|")
+            jobs.setdefault(name, []).append(job_id)
+        return jobs
+
     def get_json(self, *args: str) -> dict:  # type: ignore[type-arg]
         return json.loads(self.kubectl("get", *args, "-o", "json"))  # type: ignore[no-any-return]
 

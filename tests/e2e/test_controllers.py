@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 
 import pytest
 
@@ -22,14 +21,9 @@ SPIN = 'trap "exit 0" TERM; while :; do sleep 0.5; done'
 _PENDING = re.compile(r"^Slurm job (\d+) is PENDING \((\w+)\)$")
 
 
-def _slurm(stack: Stack, *argv: str) -> str:
-    env = {"SLURM_CONF": str(stack.home / "slurm" / "slurm.conf")}
-    return subprocess.run(argv, capture_output=True, text=True, check=True, env=env, timeout=30).stdout
-
-
 def _jobs(stack: Stack) -> dict[str, list[tuple[str, str, str]]]:
     """Pod UID -> [(job id, state, reason)] for every Mobius job squeue still shows."""
-    out = _slurm(stack, "squeue", "--noheader", "--states=all", "--format=%j|%i|%T|%r")
+    out = stack.slurm("squeue", "--noheader", "--states=all", "--format=%j|%i|%T|%r")
     jobs: dict[str, list[tuple[str, str, str]]] = {}
     for line in out.splitlines():
         name, job_id, state, reason = line.split("|")
@@ -40,7 +34,7 @@ def _jobs(stack: Stack) -> dict[str, list[tuple[str, str, str]]]:
 
 def _node_cpus(stack: Stack) -> tuple[int, int]:
     """(CPUs, CPUs allocated) of the private cluster's only node."""
-    (line,) = _slurm(stack, "scontrol", "show", "node", "--oneliner").splitlines()
+    (line,) = stack.slurm("scontrol", "show", "node", "--oneliner").splitlines()
     fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
     return int(fields["CPUTot"]), int(fields["CPUAlloc"])
 
@@ -51,20 +45,31 @@ def _pods(stack: Stack, selector: str) -> list[dict]:  # type: ignore[type-arg]
 
 def _deployment(name: str, replicas: int) -> str:
     labels = {"app": name}
-    return json.dumps({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"terminationGracePeriodSeconds": 5, "containers": [{
-                    "name": "main", "image": "busybox", "command": ["sh", "-c", SPIN],
-                    "resources": {"requests": {"cpu": "100m"}},
-                }]},
+    return json.dumps(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 5,
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": "busybox",
+                                "command": ["sh", "-c", SPIN],
+                                "resources": {"requests": {"cpu": "100m"}},
+                            }
+                        ],
+                    },
+                },
             },
-        },
-    })
+        }
+    )
 
 
 def _settled(stack: Stack, name: str, replicas: int, running: int) -> bool:
@@ -74,23 +79,34 @@ def _settled(stack: Stack, name: str, replicas: int, running: int) -> bool:
         return False
     pods = _pods(stack, f"app={name}")
     phases = sorted(p["status"].get("phase", "") for p in pods)
-    return (not any(p["metadata"].get("deletionTimestamp") for p in pods)
-            and phases == ["Pending"] * (replicas - running) + ["Running"] * running
-            and all(_PENDING.match(p["status"].get("message", ""))
-                    for p in pods if p["status"]["phase"] == "Pending"))
+    return (
+        not any(p["metadata"].get("deletionTimestamp") for p in pods)
+        and phases == ["Pending"] * (replicas - running) + ["Running"] * running
+        and all(
+            _PENDING.match(p["status"].get("message", ""))
+            for p in pods
+            if p["status"]["phase"] == "Pending"
+        )
+    )
 
 
 def _check_replicas(stack: Stack, name: str, replicas: int, cpus: int, seen: set[str]) -> None:
     running = min(replicas, cpus)
-    stack.wait_for(f"{name} to settle at {replicas} pods, {running} running",
-                   lambda: _settled(stack, name, replicas, running), timeout=180)
+    stack.wait_for(
+        f"{name} to settle at {replicas} pods, {running} running",
+        lambda: _settled(stack, name, replicas, running),
+        timeout=180,
+    )
     pods = _pods(stack, f"app={name}")
     jobs = _jobs(stack)
     for pod in pods:
         uid, status = pod["metadata"]["uid"], pod["status"]
         seen.add(uid)
         if status["phase"] == "Running":
-            assert [state for _, state, _ in jobs.get(uid, [])] == ["RUNNING"], (pod["metadata"]["name"], jobs.get(uid))
+            assert [state for _, state, _ in jobs.get(uid, [])] == ["RUNNING"], (
+                pod["metadata"]["name"],
+                jobs.get(uid),
+            )
             assert [c["ready"] for c in status["containerStatuses"]] == [True]
         else:  # no CPU left for it: Slurm keeps the job waiting and the pod says why
             ((job_id, state, _),) = jobs.get(uid, [("", "none", "")])
@@ -105,8 +121,11 @@ def _check_replicas(stack: Stack, name: str, replicas: int, cpus: int, seen: set
 
     def gone_jobs_ended() -> bool:
         jobs = _jobs(stack)
-        return all(state not in ("RUNNING", "PENDING")
-                   for uid in seen - current for _, state, _ in jobs.get(uid, []))
+        return all(
+            state not in ("RUNNING", "PENDING")
+            for uid in seen - current
+            for _, state, _ in jobs.get(uid, [])
+        )
 
     stack.wait_for("the jobs of removed pods to end", gone_jobs_ended, timeout=60)
 
@@ -129,13 +148,29 @@ def test_deployment_scales_with_one_slurm_job_per_pod(stack: Stack) -> None:
 
 
 def test_job_runs_five_completions_two_at_a_time(stack: Stack) -> None:
-    job = json.dumps({
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "five"},
-        "spec": {"completions": 5, "parallelism": 2, "template": {"spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo run; sleep 1"]}],
-        }}},
-    })
+    job = json.dumps(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "five"},
+            "spec": {
+                "completions": 5,
+                "parallelism": 2,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": "busybox",
+                                "command": ["sh", "-c", "echo run; sleep 1"],
+                            }
+                        ],
+                    }
+                },
+            },
+        }
+    )
     try:
         stack.kubectl("apply", "-f", "-", stdin=job)
 
@@ -156,7 +191,10 @@ def test_job_runs_five_completions_two_at_a_time(stack: Stack) -> None:
             (cs,) = pod["status"]["containerStatuses"]
             assert cs["state"]["terminated"]["exitCode"] == 0
             assert cs["state"]["terminated"]["reason"] == "Completed"
-            assert [state for _, state, _ in jobs.get(uid, [])] == ["COMPLETED"], (name, jobs.get(uid))
+            assert [state for _, state, _ in jobs.get(uid, [])] == ["COMPLETED"], (
+                name,
+                jobs.get(uid),
+            )
             assert stack.kubectl("logs", name) == "run\n"
     finally:
         stack.kubectl("delete", "job", "five", "--wait=false", check=False)

@@ -20,17 +20,32 @@ pytestmark = pytest.mark.e2e
 
 
 def _pod(name: str, command: str, *, grace: int) -> str:
-    return json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": grace,
-                 "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", command]}]},
-    })
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": grace,
+                "containers": [
+                    {"name": "main", "image": "busybox", "command": ["sh", "-c", command]}
+                ],
+            },
+        }
+    )
 
 
 def _job_states(stack: Stack, uid: str) -> list[str]:
     env = {"SLURM_CONF": str(stack.home / "slurm" / "slurm.conf")}
-    out = subprocess.run(["squeue", "--noheader", "--states=all", "--format=%j|%T"],
-                         capture_output=True, text=True, check=True, env=env, timeout=30).stdout
+    out = subprocess.run(
+        ["squeue", "--noheader", "--states=all", "--format=%j|%T"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=30,
+    ).stdout
     return [line.split("|")[1] for line in out.splitlines() if line.startswith(f"mobius-{uid}|")]
 
 
@@ -44,21 +59,29 @@ def _pod_exists(stack: Stack, name: str) -> bool:
 
 def _podman(*argv: str, check: bool = True) -> str:
     env = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"}
-    return subprocess.run(["podman", *argv], capture_output=True, text=True, check=check, env=env, timeout=60).stdout
+    return subprocess.run(
+        ["podman", *argv], capture_output=True, text=True, check=check, env=env, timeout=60
+    ).stdout
 
 
 def _podman_leftovers(uid: str) -> list[str]:
     """Containers and pod sandboxes of this pod that podman still knows (running or not)."""
-    lines = [*_podman("ps", "-a", "--format", "{{.Names}} {{.Status}}").splitlines(),
-             *_podman("pod", "ps", "--format", "{{.Name}} (pod) {{.Status}}").splitlines()]
+    lines = [
+        *_podman("ps", "-a", "--format", "{{.Names}} {{.Status}}").splitlines(),
+        *_podman("pod", "ps", "--format", "{{.Name}} (pod) {{.Status}}").splitlines(),
+    ]
     return [line for line in lines if f"mobius-{uid}" in line]
 
 
 def _assert_nothing_left(stack: Stack, uid: str, *, timeout: float = 60) -> None:
-    stack.wait_for("the job to end",
-                   lambda: all(s not in ("RUNNING", "PENDING", "COMPLETING") for s in _job_states(stack, uid)),
-                   timeout=timeout)
-    stack.wait_for("the pod folder to be removed", lambda: not _pod_dir(stack, uid).exists(), timeout=timeout)
+    stack.wait_for(
+        "the job to end",
+        lambda: all(s not in ("RUNNING", "PENDING", "COMPLETING") for s in _job_states(stack, uid)),
+        timeout=timeout,
+    )
+    stack.wait_for(
+        "the pod folder to be removed", lambda: not _pod_dir(stack, uid).exists(), timeout=timeout
+    )
     left: list[str] = []
 
     def podman_clean() -> bool:
@@ -95,8 +118,15 @@ class _Pods:
 
     def remove_all(self) -> None:
         for name, uid in self.made.items():
-            self.stack.kubectl("delete", "pod", name, "--force", "--grace-period=0", "--ignore-not-found",
-                               check=False)
+            self.stack.kubectl(
+                "delete",
+                "pod",
+                name,
+                "--force",
+                "--grace-period=0",
+                "--ignore-not-found",
+                check=False,
+            )
             _podman("pod", "rm", "-f", "-t", "0", "--ignore", f"mobius-{uid}", check=False)
 
 

@@ -14,14 +14,24 @@ pytestmark = pytest.mark.e2e
 
 
 def _apply(stack: Stack, *objects: dict[str, Any]) -> None:
-    stack.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                       "items": list(objects)}))
+    stack.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}),
+    )
 
 
 def _pod(name: str, container: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-            "spec": {"restartPolicy": "Never",
-                     "containers": [{"name": "main", "image": "busybox", **container}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "busybox", **container}],
+        },
+    }
 
 
 def _status(stack: Stack, name: str) -> dict[str, Any]:
@@ -38,22 +48,39 @@ def _ended(stack: Stack, name: str) -> bool:
 def test_env_from_config_maps_secrets_fields_and_args(stack: Stack) -> None:
     _apply(
         stack,
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "env-cfg"},
-         "data": {"mode": "fast", "level": "3"}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "env-sec"},
-         "stringData": {"password": "s3cr=t 'q' $(x)"}},
-        _pod("env-pod", {
-            "command": ["sh", "-c"],
-            "args": ["env; echo 'ARG=$(MODE)/$(MY_IP)/$$(MODE)'"],
-            "env": [
-                {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "env-cfg", "key": "mode"}}},
-                {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "env-sec", "key": "password"}}},
-                {"name": "MY_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                {"name": "URL", "value": "http://$(MY_IP):8080/$(MODE)"},
-            ],
-            "envFrom": [{"configMapRef": {"name": "env-cfg"}, "prefix": "CFG_"}],
-        }),
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "env-cfg"},
+            "data": {"mode": "fast", "level": "3"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "env-sec"},
+            "stringData": {"password": "s3cr=t 'q' $(x)"},
+        },
+        _pod(
+            "env-pod",
+            {
+                "command": ["sh", "-c"],
+                "args": ["env; echo 'ARG=$(MODE)/$(MY_IP)/$$(MODE)'"],
+                "env": [
+                    {
+                        "name": "MODE",
+                        "valueFrom": {"configMapKeyRef": {"name": "env-cfg", "key": "mode"}},
+                    },
+                    {
+                        "name": "PW",
+                        "valueFrom": {"secretKeyRef": {"name": "env-sec", "key": "password"}},
+                    },
+                    {"name": "MY_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "URL", "value": "http://$(MY_IP):8080/$(MODE)"},
+                ],
+                "envFrom": [{"configMapRef": {"name": "env-cfg"}, "prefix": "CFG_"}],
+            },
+        ),
     )
     try:
         stack.wait_for("env-pod to succeed", lambda: _ended(stack, "env-pod"))
@@ -71,16 +98,34 @@ def test_env_from_config_maps_secrets_fields_and_args(stack: Stack) -> None:
         } <= lines
         assert any(line.startswith("KUBERNETES_SERVICE_HOST=") for line in lines)
     finally:
-        stack.kubectl("delete", "pod/env-pod", "configmap/env-cfg", "secret/env-sec",
-                      "--wait=false", check=False)
+        stack.kubectl(
+            "delete",
+            "pod/env-pod",
+            "configmap/env-cfg",
+            "secret/env-sec",
+            "--wait=false",
+            check=False,
+        )
 
 
 def test_missing_config_map_waits_then_starts(stack: Stack) -> None:
-    _apply(stack, _pod("env-wait", {
-        "command": ["sh", "-c", "echo LATE=$LATE"],
-        "env": [{"name": "LATE", "valueFrom": {"configMapKeyRef": {"name": "env-late", "key": "k"}}}],
-    }))
+    _apply(
+        stack,
+        _pod(
+            "env-wait",
+            {
+                "command": ["sh", "-c", "echo LATE=$LATE"],
+                "env": [
+                    {
+                        "name": "LATE",
+                        "valueFrom": {"configMapKeyRef": {"name": "env-late", "key": "k"}},
+                    }
+                ],
+            },
+        ),
+    )
     try:
+
         def waiting() -> dict[str, Any] | None:
             status = _status(stack, "env-wait")
             for cs in status.get("containerStatuses", []):
@@ -95,8 +140,15 @@ def test_missing_config_map_waits_then_starts(stack: Stack) -> None:
         events = stack.kubectl("get", "events", "--field-selector=involvedObject.name=env-wait")
         assert "CreateContainerConfigError" in events
         assert _status(stack, "env-wait")["phase"] == "Pending"  # still waiting, not failed
-        _apply(stack, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "env-late"},
-                       "data": {"k": "here"}})
+        _apply(
+            stack,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "env-late"},
+                "data": {"k": "here"},
+            },
+        )
         stack.wait_for("env-wait to start and succeed", lambda: _ended(stack, "env-wait"))
         assert stack.kubectl("logs", "env-wait") == "LATE=here\n"
     finally:

@@ -8,7 +8,6 @@ can be killed for real.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -106,29 +105,13 @@ def _pod(i: int) -> dict:  # type: ignore[type-arg]
     }
 
 
-def _jobs(stack: Stack) -> dict[str, list[str]]:
-    env = {**os.environ, "SLURM_CONF": str(stack.home / "slurm" / "slurm.conf")}
-    out = subprocess.run(
-        ["squeue", "--noheader", "--states=all", "--format=%j|%i"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    ).stdout
-    jobs: dict[str, list[str]] = {}
-    for line in out.splitlines():
-        name, job_id = line.split("|")
-        jobs.setdefault(name, []).append(job_id)
-    return jobs
-
-
 def test_kill9_during_a_burst_loses_and_duplicates_nothing(stack: Stack, kubelet: Kubelet) -> None:
     kubelet.start()
     manifest = {"apiVersion": "v1", "kind": "List", "items": [_pod(i) for i in range(COUNT)]}
     stack.kubectl("apply", "-f", "-", stdin=json.dumps(manifest), timeout=120)
 
     def submitted() -> int:
-        return sum(1 for name in _jobs(stack) if name.startswith("mobius-"))
+        return sum(1 for name in stack.jobs_by_name() if name.startswith("mobius-"))
 
     before = submitted()
     # Kill it mid-burst: some pods submitted, most not yet.
@@ -154,7 +137,7 @@ def test_kill9_during_a_burst_loses_and_duplicates_nothing(stack: Stack, kubelet
     expected = {f"burst-{i}": ("Failed" if i % 5 == 0 else "Succeeded") for i in range(COUNT)}
     assert final == expected
     pods = json.loads(stack.kubectl("get", "pods", "-l", "test=kill9", "-o", "json"))["items"]
-    jobs = _jobs(stack)
+    jobs = stack.jobs_by_name()
     for pod in pods:
         name = f"mobius-{pod['metadata']['uid']}"
         assert len(jobs.get(name, [])) == 1, f"{pod['metadata']['name']}: jobs {jobs.get(name)}"

@@ -21,9 +21,19 @@ pytestmark = pytest.mark.e2e
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
 
 
-def _apply(stack: Stack, name: str, containers: list[dict[str, object]], restart: str = "Never") -> None:
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-           "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 1, "containers": containers}}
+def _apply(
+    stack: Stack, name: str, containers: list[dict[str, object]], restart: str = "Never"
+) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": 1,
+            "containers": containers,
+        },
+    }
     stack.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
 
 
@@ -45,7 +55,9 @@ def ticker(stack: Stack) -> str:
     return "ticker"
 
 
-def test_follow_streams_lines_as_they_come_and_ends_with_the_container(stack: Stack, ticker: str) -> None:
+def test_follow_streams_lines_as_they_come_and_ends_with_the_container(
+    stack: Stack, ticker: str
+) -> None:
     argv = [str(stack.kubectl_path), f"--kubeconfig={stack.kubeconfig}", "logs", "-f", ticker]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
@@ -91,7 +103,12 @@ def test_tail_timestamps_and_since(stack: Stack, ticker: str) -> None:
 def test_previous_shows_the_run_before_a_restart(stack: Stack, ticker: str) -> None:
     err = stack.kubectl("logs", "--previous", ticker, check=False)
     assert err == ""
-    _apply(stack, "flaky", [_sh("main", 'echo "run $(date +%s%N)"; echo oops >&2; exit 1')], restart="OnFailure")
+    _apply(
+        stack,
+        "flaky",
+        [_sh("main", 'echo "run $(date +%s%N)"; echo oops >&2; exit 1')],
+        restart="OnFailure",
+    )
 
     def previous() -> str:
         return stack.kubectl("logs", "--previous", "flaky", check=False)
@@ -99,8 +116,11 @@ def test_previous_shows_the_run_before_a_restart(stack: Stack, ticker: str) -> N
     before = previous()
     assert before == ""
     prev = stack.wait_for("a restart of flaky", previous, timeout=60)
-    current = stack.wait_for("the second run's output",
-                             lambda: (c := stack.kubectl("logs", "flaky")) != prev and c, timeout=60)
+    current = stack.wait_for(
+        "the second run's output",
+        lambda: (c := stack.kubectl("logs", "flaky")) != prev and c,
+        timeout=60,
+    )
     # Two readers, one per stream: lines of stdout and stderr written together may swap.
     assert sorted(prev.splitlines())[0] == "oops"
     assert sorted(prev.splitlines())[1].startswith("run ")
@@ -114,9 +134,22 @@ def test_container_flag_and_stderr(stack: Stack) -> None:
     _finished(stack, "duo")
     assert stack.kubectl("logs", "duo", "-c", "a") == "from-a\n"
     assert stack.kubectl("logs", "duo", "-c", "b") == "from-b\nno-newline"
-    assert "not valid" in subprocess.run(
-        [str(stack.kubectl_path), f"--kubeconfig={stack.kubeconfig}", "logs", "duo", "-c", "zzz"],
-        capture_output=True, text=True, check=False).stderr
+    assert (
+        "not valid"
+        in subprocess.run(
+            [
+                str(stack.kubectl_path),
+                f"--kubeconfig={stack.kubeconfig}",
+                "logs",
+                "duo",
+                "-c",
+                "zzz",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stderr
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,11 +185,15 @@ def test_no_credentials_get_401(stack: Stack) -> None:
 def test_certificate_of_a_user_without_rights_gets_403(stack: Stack, tmp_path: Path) -> None:
     pki = _pki(stack)
     ca = load_cert_and_key(pki / "ca.crt", pki / "ca.key")
-    nobody = issue_cert(ca, common_name="nobody", organizations=["staff"], server=False, client=True)
+    nobody = issue_cert(
+        ca, common_name="nobody", organizations=["staff"], server=False, client=True
+    )
     (tmp_path / "c.crt").write_bytes(nobody.cert_pem)
     (tmp_path / "c.key").write_bytes(nobody.key_pem)
-    r = httpx.get(_kubelet_url(stack) + "/containerLogs/default/duo/a",
-                  verify=_tls(stack, tmp_path / "c.crt", tmp_path / "c.key"))
+    r = httpx.get(
+        _kubelet_url(stack) + "/containerLogs/default/duo/a",
+        verify=_tls(stack, tmp_path / "c.crt", tmp_path / "c.key"),
+    )
     assert r.status_code == 403
     assert r.text == "Forbidden (user=nobody, verb=get, resource=nodes, subresource=proxy)"
 
@@ -170,11 +207,21 @@ def test_service_account_token_needs_nodes_proxy(stack: Stack) -> None:
     r = httpx.get(url, verify=ca, headers=headers)
     assert r.status_code == 403
     assert r.text.startswith("Forbidden (user=system:serviceaccount:default:log-reader, verb=get")
-    stack.kubectl("create", "clusterrole", "node-proxy", "--verb=get", "--resource=nodes/proxy", check=False)
-    stack.kubectl("create", "clusterrolebinding", "log-reader-proxy", "--clusterrole=node-proxy",
-                  "--serviceaccount=default:log-reader", check=False)
+    stack.kubectl(
+        "create", "clusterrole", "node-proxy", "--verb=get", "--resource=nodes/proxy", check=False
+    )
+    stack.kubectl(
+        "create",
+        "clusterrolebinding",
+        "log-reader-proxy",
+        "--clusterrole=node-proxy",
+        "--serviceaccount=default:log-reader",
+        check=False,
+    )
     deadline = time.monotonic() + 30
-    while (r := httpx.get(url, verify=ca, headers=headers)).status_code == 403 and time.monotonic() < deadline:
+    while (
+        r := httpx.get(url, verify=ca, headers=headers)
+    ).status_code == 403 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert r.status_code == 200
     assert r.text == "from-a\n"

@@ -7,7 +7,6 @@ so it can be stopped and started at will; its pods name the node directly.
 from __future__ import annotations
 
 import json
-import subprocess
 from functools import partial
 from pathlib import Path
 
@@ -58,22 +57,6 @@ def _pod(name: str, command: str) -> str:
     )
 
 
-def _jobs_by_name(stack: Stack) -> dict[str, list[str]]:
-    env = {"SLURM_CONF": str(stack.home / "slurm" / "slurm.conf")}
-    out = subprocess.run(
-        ["squeue", "--noheader", "--states=all", "--format=%j|%i"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    ).stdout
-    jobs: dict[str, list[str]] = {}
-    for line in out.splitlines():
-        name, job_id = line.split("|")
-        jobs.setdefault(name, []).append(job_id)
-    return jobs
-
-
 async def _wait(what: str, predicate):  # type: ignore[no-untyped-def]
     with trio.move_on_after(120):
         while not (result := await trio.to_thread.run_sync(predicate)):
@@ -105,7 +88,7 @@ async def test_restart_neither_loses_nor_duplicates_jobs(stack: Stack, tmp_path:
         by_name = await _wait("the three pods", lambda: len(u := uids()) == 3 and u)
         await _wait(
             "all three submitted",
-            lambda: all(f"mobius-{uid}" in _jobs_by_name(stack) for uid in by_name.values()),
+            lambda: all(f"mobius-{uid}" in stack.jobs_by_name() for uid in by_name.values()),
         )
         nursery.cancel_scope.cancel()  # the kubelet stops while the jobs run
 
@@ -134,7 +117,7 @@ async def test_restart_neither_loses_nor_duplicates_jobs(stack: Stack, tmp_path:
         nursery.cancel_scope.cancel()
 
     assert final == dict.fromkeys(names, "Succeeded")
-    jobs = _jobs_by_name(stack)
+    jobs = stack.jobs_by_name()
     for name, uid in by_name.items():
         assert len(jobs[f"mobius-{uid}"]) == 1, f"{name} was submitted {jobs[f'mobius-{uid}']}"
     for name in names:

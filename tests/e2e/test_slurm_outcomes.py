@@ -47,11 +47,6 @@ def _failed(stack: Stack, name: str, timeout: float = 120) -> dict:  # type: ign
     return status
 
 
-def _slurm(stack: Stack, *argv: str) -> str:
-    env = {**os.environ, "SLURM_CONF": str(stack.home / "slurm" / "slurm.conf")}
-    return subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout
-
-
 def test_active_deadline_fails_the_pod_as_kubernetes_does(stack: Stack) -> None:
     _apply(stack, "deadline", "sleep 300", activeDeadlineSeconds=5)
     status = _failed(stack, "deadline")
@@ -60,7 +55,7 @@ def test_active_deadline_fails_the_pod_as_kubernetes_does(stack: Stack) -> None:
     uid = stack.get_json("pod", "deadline")["metadata"]["uid"]
 
     def job_ended() -> list[str] | None:
-        out = _slurm(stack, "squeue", "-h", "--states=all", "-n", f"mobius-{uid}", "-o", "%T")
+        out = stack.slurm("squeue", "-h", "--states=all", "-n", f"mobius-{uid}", "-o", "%T")
         states = out.split()
         ended = states and all(s not in ("RUNNING", "PENDING", "COMPLETING") for s in states)
         return states if ended else None
@@ -85,8 +80,8 @@ def test_slurm_time_limit_gives_the_containers_their_grace_then_timeout(stack: S
     uid = stack.get_json("pod", "limited")["metadata"]["uid"]
     assert status.get("reason") == "DeadlineExceeded", status
     assert "time limit" in status["message"]
-    assert _slurm(
-        stack, "squeue", "-h", "--states=all", "-n", f"mobius-{uid}", "-o", "%T"
+    assert stack.slurm(
+        "squeue", "-h", "--states=all", "-n", f"mobius-{uid}", "-o", "%T"
     ).split() == ["TIMEOUT"]
     assert stack.kubectl("logs", "limited") == "started\ngot TERM\n"
     stack.kubectl("delete", "pod", "limited", "--wait=false")
@@ -99,8 +94,8 @@ def test_scancel_from_outside_fails_the_pod_with_a_clear_reason(stack: Stack) ->
         lambda: stack.get_json("pod", "cancelled")["status"].get("phase") == "Running",
     )
     uid = stack.get_json("pod", "cancelled")["metadata"]["uid"]
-    job_id = _slurm(stack, "squeue", "-h", "-n", f"mobius-{uid}", "-o", "%i").strip()
-    _slurm(stack, "scancel", job_id)
+    job_id = stack.slurm("squeue", "-h", "-n", f"mobius-{uid}", "-o", "%i").strip()
+    stack.slurm("scancel", job_id)
     status = _failed(stack, "cancelled")
     assert status["reason"] == "SlurmJobCancelled", status
     assert job_id in status["message"]
