@@ -25,8 +25,9 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
+from typing import TypeVar
 
 import msgspec
 
@@ -219,6 +220,25 @@ def _object_name(name: str, field: str, kind: str) -> str:
 
 
 # --- values -------------------------------------------------------------------------------------
+
+
+V = TypeVar("V", str, bytes)  # ConfigMap data is text, Secret data bytes
+
+
+def _key_of(
+    data: Mapping[str, V] | None, key: str, optional: bool | None, where: str, what: str
+) -> V | None:
+    """``data[key]`` of a ConfigMap or Secret; None when absent and ``optional``, else
+    MissingReference with the kubelet's wording."""
+    if data is None:
+        if optional:
+            return None
+        raise MissingReference(where, f"{what} not found")
+    if key not in data:
+        if optional:
+            return None
+        raise MissingReference(where, f"couldn't find key {key} in {what}")
+    return data[key]
 
 
 def _check_text(value: str, field: str) -> str:
@@ -480,29 +500,19 @@ def _value_from(
     if vf.config_map_key_ref is not None:
         ref, where = vf.config_map_key_ref, f"{field}.configMapKeyRef"
         name = _object_name(ref.name, f"{where}.name", "ConfigMap")
-        cm = refs.config_maps.get(name)
-        if cm is None:
-            if ref.optional:
-                return None
-            raise MissingReference(where, f"ConfigMap {ns}/{name} not found")
-        if ref.key not in cm:
-            if ref.optional:
-                return None
-            raise MissingReference(where, f"couldn't find key {ref.key} in ConfigMap {ns}/{name}")
-        return _check_text(cm[ref.key], where)
+        value = _key_of(
+            refs.config_maps.get(name), ref.key, ref.optional, where, f"ConfigMap {ns}/{name}"
+        )
+        return None if value is None else _check_text(value, where)
     if vf.secret_key_ref is not None:
         sref, where = vf.secret_key_ref, f"{field}.secretKeyRef"
         name = _object_name(sref.name, f"{where}.name", "Secret")
-        secret = refs.secrets.get(name)
-        if secret is None:
-            if sref.optional:
-                return None
-            raise MissingReference(where, f"Secret {ns}/{name} not found")
-        if sref.key not in secret:
-            if sref.optional:
-                return None
-            raise MissingReference(where, f"couldn't find key {sref.key} in Secret {ns}/{name}")
-        return _secret_text(secret[sref.key], where, f"key {sref.key!r} of Secret {ns}/{name}")
+        data = _key_of(
+            refs.secrets.get(name), sref.key, sref.optional, where, f"Secret {ns}/{name}"
+        )
+        if data is None:
+            return None
+        return _secret_text(data, where, f"key {sref.key!r} of Secret {ns}/{name}")
     raise InvalidPodSpec(field, "needs fieldRef, resourceFieldRef, configMapKeyRef or secretKeyRef")
 
 
