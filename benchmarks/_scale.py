@@ -22,7 +22,6 @@ import os
 import random
 import sys
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,10 @@ import msgspec
 
 from mobius._fast import SqueueRow
 from mobius.models import Pod
-from mobius.pods.records import pod_record
 from mobius.pods.script import job_name
-from mobius.pods.status import ENDED, WAITING, JobView, pod_status
-from mobius.slurm.polling import failed_status, fingerprint, read_ctl
+from mobius.pods.status import ENDED, WAITING
 from mobius.state import Job, JobTable, PodPaths, PodStore
+from tests.slurm.naive_poller import naive_statuses
 
 _STATES = (
     # (state, weight)
@@ -301,36 +299,10 @@ class Fleet:
 def naive_tick(
     fleet: Fleet, rows: list[SqueueRow], sent: dict[str, bytes], began: float
 ) -> list[tuple[str, str]]:
-    """The poller's tick before the differ: every live pod read and recomputed.
-
-    Returns the ``(uid, phase)`` of the statuses it would send.
-    """
-    by_name = {r.name: r for r in rows}
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    items = fleet.jobs.items()
-    records = [pod_record(read_ctl(fleet.paths.ctl_dir(uid))) for uid, _ in items]
-    out = []
-    for (uid, job), record in zip(items, records, strict=True):
-        pod = fleet.store.get(uid)
-        if pod is None or pod.status.phase in ("Succeeded", "Failed"):
-            continue
-        if job.error:
-            status = failed_status(pod, reason=job.reason, message=job.error, now=now)
-        else:
-            r = by_name.get(job_name(uid))
-            view = (
-                JobView(job_id=r.job_id, state=r.state, reason=r.reason, nodes=r.nodes)
-                if r
-                else None
-            )
-            status = pod_status(
-                pod, job=view, record=record, submitted=job.submitted_at < began, now=now
-            )
-        mark = fingerprint(status)
-        if sent.get(uid) != mark:
-            sent[uid] = mark
-            out.append((uid, status["phase"]))
-    return out
+    """The poller's tick before the differ (every live pod read and recomputed): the
+    ``(uid, phase)`` of the statuses it would send."""
+    statuses = naive_statuses(fleet.store, fleet.jobs, fleet.paths, rows, sent, began)
+    return [(uid, status["phase"]) for uid, status in statuses]
 
 
 def rss_bytes() -> int:

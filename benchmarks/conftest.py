@@ -25,9 +25,15 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+# The repository root on sys.path: the benchmarks share the test suite's stack fixture (for
+# the end-to-end benchmarks) and its reference poller (the baseline of the tick benchmark).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from _scale import squeue_output
 
 import mobius._fast
+from tests.conftest import stack  # noqa: F401
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -138,8 +144,3 @@ def pytest_terminal_summary(
         path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
         terminalreporter.write_line(f"results written to {path}")
 
-
-# The whole stack (`mobius up` on private ports) for the end-to-end benchmarks, shared with the
-# test suite: the repository root is on sys.path when pytest runs from it.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import stack  # noqa: E402, F401

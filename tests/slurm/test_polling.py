@@ -14,7 +14,6 @@ import math
 import os
 import random
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,17 @@ import trio.testing
 from mobius._fast import SqueueRow
 from mobius.errors import SlurmCommandError
 from mobius.models import Pod
-from mobius.pods.records import pod_record
 from mobius.pods.script import job_name
-from mobius.pods.status import WAITING, JobView, pod_status
+from mobius.pods.status import WAITING
 from mobius.slurm.polling import (
     StatusPoller,
     StatusUpdate,
-    failed_status,
     fingerprint,
     read_ctl,
     serve_status_poller,
 )
 from mobius.state import Job, JobTable, PodPaths, PodStore
+from tests.slurm.naive_poller import naive_statuses
 
 _mtimes = itertools.count(1_000_000)  # seconds since the epoch: long ago, never twice the same
 
@@ -340,27 +338,8 @@ def naive_tick(
     k: Kubelet, rows: list[SqueueRow], sent: dict[str, bytes], began: float
 ) -> list[tuple[str, bytes]]:
     """The previous poller's tick: every live pod's files read and its status recomputed."""
-    by_name = {r.name: r for r in rows}
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    out = []
-    for uid, job in k.jobs.items():
-        pod = k.store.get(uid)
-        if pod is None or pod.status.phase in ("Succeeded", "Failed"):
-            continue
-        if job.error:
-            status = failed_status(pod, reason=job.reason, message=job.error, now=now)
-        else:
-            r = by_name.get(job_name(uid))
-            view = JobView(job_id=r.job_id, state=r.state, reason=r.reason, nodes=r.nodes) if r else None
-            status = pod_status(pod, job=view, record=pod_record(read_ctl(k.paths.ctl_dir(uid))),
-                                submitted=job.submitted_at < began, now=now)
-        mark = fingerprint(status)
-        if sent.get(uid) != mark:
-            sent[uid] = mark
-            out.append((uid, mark))
-    for uid in set(sent) - {uid for uid, _ in k.jobs.items()}:
-        del sent[uid]
-    return out
+    return [(uid, fingerprint(status))
+            for uid, status in naive_statuses(k.store, k.jobs, k.paths, rows, sent, began)]
 
 
 _STATES = ["PENDING", "PENDING", "RUNNING", "RUNNING", "COMPLETING", "COMPLETED", "FAILED",
