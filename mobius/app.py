@@ -2,12 +2,13 @@
 
 Reading :func:`run_kubelet` tells what the program does:
 
-1. the kubelet API (HTTPS, port bound) for kubectl logs; the admission webhooks (Services made
-   headless), registered with the API server once their port is bound;
+1. the kubelet API (HTTPS, port bound) for kubectl logs, exec, stats and Mobius's own metrics,
+   and metrics.k8s.io registered as an APIService (kubectl top); the admission webhooks
+   (Services made headless), registered with the API server once their port is bound;
 2. the node (registered, Lease renewed);
 3. the job task: sbatch for new pods, graceful cancel for deleted ones, and, once the pod
    watch has listed, cancellation of jobs whose pods are gone; beside it the deadline task
-   (activeDeadlineSeconds);
+   (activeDeadlineSeconds) and the volume task (ConfigMap/Secret contents, tokens renewed);
 4. the pod watch (initial LIST done) feeding pod UIDs to the job task;
 5. the pass-through scheduler binding unscheduled pods to our node;
 6. the status writer (coalesced pod status writes, events on phase changes);
@@ -20,6 +21,7 @@ through the bounded channel without blocking start-up.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from functools import partial
 from typing import Any, NoReturn
 
@@ -32,13 +34,18 @@ from mobius.kube.client import KubeClient
 from mobius.kube.credentials import load_credentials
 from mobius.kube.patching import serve_status_writer
 from mobius.kube.pods import serve_pod_watch
+from mobius.kube.volumes import serve_volume_updates
+from mobius.kubelet.resources import register_metrics_api
 from mobius.kubelet.server import ApiServerSettings, serve_kubelet_api
+from mobius.metrics import REGISTRY as METRICS
+from mobius.metrics import StateCollector
+from mobius.metrics import render as render_metrics
 from mobius.node.heartbeat import NodeSettings, serve_node
 from mobius.runtime import runtime_named
 from mobius.slurm.commands import SlurmClient
 from mobius.slurm.deadlines import serve_deadlines
 from mobius.slurm.jobs import JobSettings, recover_jobs, serve_jobs
-from mobius.slurm.polling import serve_status_poller
+from mobius.slurm.polling import StatusPoller, serve_status_poller
 from mobius.state import ClusterInfo, JobTable, PodPaths, PodStore
 
 log = logging.getLogger(__name__)
@@ -77,14 +84,23 @@ async def run_kubelet(
                     client_ca_file=settings.client_ca,
                     node_name=settings.node_name,
                     max_log_streams=settings.max_log_streams,
+                    front_proxy_ca_file=settings.front_proxy_ca,
                 ),
                 store=store,
                 paths=paths,
                 kube=kube,
                 runtime=runtime,
                 slurm_env=settings.slurm_env,
+                metrics=render_metrics,
             )
         )
+        if settings.front_proxy_ca:
+            await register_metrics_api(
+                kube,
+                address=settings.node_address,
+                port=settings.kubelet_port,
+                ca_bundle_file=settings.serving_ca or settings.client_ca,
+            )
         if settings.webhook_port:
             await nursery.start(
                 partial(
@@ -130,6 +146,8 @@ async def run_kubelet(
                     node_name=settings.node_name,
                     partition=settings.partition,
                     sbatch_concurrency=settings.sbatch_concurrency,
+                    stats_interval=settings.stats_interval,
+                    gres_map=settings.gres_map,
                 ),
             )
         )
@@ -138,6 +156,16 @@ async def run_kubelet(
                 serve_deadlines,
                 kube,
                 slurm,
+                store=store,
+                jobs=jobs,
+                paths=paths,
+                node_name=settings.node_name,
+            )
+        )
+        await nursery.start(
+            partial(
+                serve_volume_updates,
+                kube,
                 store=store,
                 jobs=jobs,
                 paths=paths,
@@ -171,7 +199,7 @@ async def run_kubelet(
                 node_name=settings.node_name,
             )
         )
-        await nursery.start(
+        poller = await nursery.start(
             partial(
                 serve_status_poller,
                 slurm,
@@ -184,6 +212,26 @@ async def run_kubelet(
                 host_ip=settings.node_address,
             )
         )
-        log.info("kubelet for node %s is up (%d pods known)", settings.node_name, len(store))
-        task_status.started()
+        collector = StateCollector(
+            store=store,
+            job_states=partial(job_states, poller),
+            queues={
+                "pod-changes": lambda: changes_recv.statistics().current_buffer_used,
+                "status-updates": lambda: updates_recv.statistics().current_buffer_used,
+            },
+        )
+        METRICS.register(collector)
+        try:
+            log.info("kubelet for node %s is up (%d pods known)", settings.node_name, len(store))
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            METRICS.unregister(collector)
     raise AssertionError("supervisor nursery exited")
+
+
+def job_states(poller: StatusPoller) -> dict[str, int]:
+    """Our jobs in the poller's last squeue snapshot, by Slurm state."""
+    return dict(
+        Counter(row.state for row in poller.rows.values() if row.name.startswith("mobius-"))
+    )

@@ -74,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start a private Slurm even if sinfo reaches a cluster",
     )
+    up.add_argument(
+        "--slurm-gpus",
+        type=int,
+        default=0,
+        help="GPUs (GRES gpu, counted only) the private Slurm node declares",
+    )
+    up.add_argument(
+        "--stats-interval",
+        type=int,
+        default=15,
+        help="seconds between the jobs' CPU and memory samples (kubectl top); 0: none",
+    )
 
     k = sub.add_parser("kubelet", help="run the virtual kubelet against an existing API server")
     k.add_argument("--kubeconfig", default=None)
@@ -107,6 +119,25 @@ def _parser() -> argparse.ArgumentParser:
         help="taint the node virtual-kubelet.io/provider=mobius:NoSchedule",
     )
     k.add_argument("--runtime", choices=("podman", "apptainer", "singularity"), default="podman")
+    k.add_argument(
+        "--front-proxy-ca",
+        default=None,
+        help="the API server's --requestheader-client-ca-file: serve metrics.k8s.io (kubectl top)",
+    )
+    k.add_argument(
+        "--stats-interval",
+        type=int,
+        default=15,
+        help="seconds between the jobs' CPU and memory samples; 0: none",
+    )
+    k.add_argument(
+        "--gres",
+        action="append",
+        default=[],
+        metavar="RESOURCE=GRES",
+        help="an extended resource that becomes a Slurm GRES (repeatable), "
+        "e.g. example.com/fpga=fpga; nvidia.com/gpu and amd.com/gpu map to gpu",
+    )
 
     c = sub.add_parser("controlplane", help="run etcd + kube-apiserver + kube-controller-manager")
     c.add_argument("--data-dir", type=Path, required=True)
@@ -132,11 +163,13 @@ async def _main(args: argparse.Namespace) -> None:
                 kubelet_port=args.kubelet_port,
                 force_private_slurm=args.private_slurm,
                 slurm_cpus=args.slurm_cpus,
+                stats_interval=args.stats_interval,
+                slurm_gpus=args.slurm_gpus,
             )
         )
     elif args.command == "kubelet":
         from mobius.app import run_kubelet
-        from mobius.config import KubeletSettings
+        from mobius.config import KubeletSettings, gres_map
         from mobius.node.heartbeat import default_address
 
         await run_kubelet(
@@ -155,6 +188,9 @@ async def _main(args: argparse.Namespace) -> None:
                 webhook_port=args.webhook_port,
                 taint=args.taint,
                 runtime=args.runtime,
+                front_proxy_ca=args.front_proxy_ca or "",
+                stats_interval=args.stats_interval,
+                gres_map=gres_map(args.gres),
                 slurm_env={"SLURM_CONF": args.slurm_conf} if args.slurm_conf else {},
             )
         )

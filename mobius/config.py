@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import msgspec
+
+from mobius.errors import ConfigError
+from mobius.pods.script import DEFAULT_GRES_MAP
+
+_RESOURCE = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+_GRES = re.compile(r"^[A-Za-z0-9_]+(:[A-Za-z0-9_.-]+)?$")
+
+
+def gres_map(pairs: list[str]) -> dict[str, str]:
+    """``RESOURCE=GRES`` pairs on top of the default map; ConfigError naming a bad pair.
+
+    The GRES may carry a type (``gpu:a100``); the pod's count is appended to it.
+    """
+    out = dict(DEFAULT_GRES_MAP)
+    for pair in pairs:
+        resource, sep, gres = pair.partition("=")
+        if not sep or not _RESOURCE.match(resource) or not _GRES.match(gres):
+            raise ConfigError(
+                f"--gres {pair!r}: write RESOURCE=GRES, e.g. example.com/fpga=fpga "
+                "or nvidia.com/gpu=gpu:a100"
+            )
+        out[resource] = gres
+    return out
+
 
 # Global podman flags; cgroup manager, events and rlimits come from the per-pod containers.conf.
 DEFAULT_PODMAN_FLAGS = ("--log-level=error",)
@@ -36,3 +63,9 @@ class KubeletSettings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_port: int = 0  # 0: serve no admission webhooks
     serving_ca: str = ""  # the CA that signed serving_cert (the webhooks' caBundle)
     taint: bool = False
+    stats_interval: int = 15  # seconds between the jobs' usage samples (kubectl top); 0: off
+    # The API server's front-proxy CA (--requestheader-client-ca-file): set, the kubelet also
+    # serves the metrics.k8s.io API, registered as an APIService, so kubectl top works.
+    front_proxy_ca: str = ""
+    # Extended resources that become Slurm GRES (``--gres=<gres>:<n>``).
+    gres_map: dict[str, str] = msgspec.field(default_factory=lambda: dict(DEFAULT_GRES_MAP))

@@ -25,6 +25,7 @@ from mobius.controlplane import (
     issue_kubelet_serving_cert,
     serve_control_plane,
 )
+from mobius.kubelet.resources import SERVICE_DNS_NAME as METRICS_SERVICE_DNS_NAME
 from mobius.slurm.cluster import PrivateSlurmSettings, serve_private_slurm, slurm_reachable
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class UpSettings(msgspec.Struct, frozen=True, kw_only=True):
     node_name: str = "mobius"
     force_private_slurm: bool = False
     slurm_cpus: int | None = None
+    stats_interval: int = 15
+    slurm_gpus: int = 0
 
 
 async def run_up(
@@ -72,13 +75,21 @@ async def run_up(
             log.info("no Slurm cluster reachable: starting a private one")
             cluster = await nursery.start(
                 serve_private_slurm,
-                PrivateSlurmSettings(root=home / "slurm", cpus_per_node=settings.slurm_cpus),
+                PrivateSlurmSettings(
+                    root=home / "slurm",
+                    cpus_per_node=settings.slurm_cpus,
+                    gpus_per_node=settings.slurm_gpus,
+                ),
             )
             slurm_env = cluster.env
         address = "127.0.0.1"
         cert, key = await trio.to_thread.run_sync(
             lambda: issue_kubelet_serving_cert(
-                cp.pki.dir, settings.node_name, ips=[address], dns_names=["localhost"]
+                cp.pki.dir,
+                settings.node_name,
+                ips=[address],
+                # The aggregation layer checks this name when it proxies metrics.k8s.io.
+                dns_names=["localhost", METRICS_SERVICE_DNS_NAME],
             )
         )
         await nursery.start(
@@ -96,6 +107,8 @@ async def run_up(
                 client_ca=str(cp.pki.ca_cert),
                 serving_ca=str(cp.pki.ca_cert),
                 webhook_port=free_port(),
+                front_proxy_ca=str(cp.pki.front_proxy_ca_cert),
+                stats_interval=settings.stats_interval,
             ),
         )
         print(

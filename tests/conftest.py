@@ -115,6 +115,10 @@ def stack() -> Iterator[Stack]:
         "--private-slurm",
         "--slurm-cpus",
         "32",
+        "--stats-interval",  # kubectl top within seconds
+        "2",
+        "--slurm-gpus",  # counted only: for --gres jobs
+        "4",
         "--apiserver-port",
         str(free_port()),
         "--kubelet-port",

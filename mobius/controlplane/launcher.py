@@ -30,7 +30,13 @@ import httpx
 import msgspec
 import trio
 
-from mobius.controlplane.pki import Pki, client_ssl_context, write_kubeconfig, write_pki
+from mobius.controlplane.pki import (
+    FRONT_PROXY_CLIENT_NAME,
+    Pki,
+    client_ssl_context,
+    write_kubeconfig,
+    write_pki,
+)
 from mobius.errors import StartupError
 
 __all__ = [
@@ -437,6 +443,17 @@ def _apiserver(settings: ControlPlaneSettings, layout: _Layout, etcd_url: str) -
         f"--kubelet-client-certificate={pki.apiserver_kubelet_client_cert}",
         f"--kubelet-client-key={pki.apiserver_kubelet_client_key}",
         f"--kubelet-certificate-authority={pki.ca_cert}",
+        # The aggregation layer (the kubelet serves metrics.k8s.io for `kubectl top`): requests
+        # proxied to an aggregated API carry the front-proxy client certificate and the
+        # caller's identity in these headers.
+        f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT_NAME}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-uid-headers=X-Remote-Uid",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
+        f"--proxy-client-key-file={pki.front_proxy_client_key}",
         "--kubelet-preferred-address-types=InternalIP,Hostname",
         "--profiling=false",
         # Thousands of pods and their status updates; these bound API Priority and Fairness too.

@@ -33,6 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "CA_DAYS",
+    "FRONT_PROXY_CLIENT_NAME",
     "LEAF_DAYS",
     "CertAndKey",
     "Pki",
@@ -56,6 +57,10 @@ LEAF_DAYS = 365
 _RENEW_BEFORE = datetime.timedelta(days=30)
 # Clocks of login and compute nodes drift; certificates are valid from a little in the past.
 _BACKDATE = datetime.timedelta(minutes=5)
+
+FRONT_PROXY_CA_NAME = "mobius-front-proxy-ca"
+FRONT_PROXY_CLIENT_NAME = "front-proxy-client"
+"""The CN of the API server's proxy client certificate (``--requestheader-allowed-names``)."""
 
 _KEY_MODE = 0o600
 _CERT_MODE = 0o644
@@ -108,6 +113,13 @@ class Pki(msgspec.Struct, frozen=True, kw_only=True):
     controller_manager_key: Path
     sa_key: Path
     sa_pub: Path
+    # The aggregation layer: the API server proxies to aggregated APIs (metrics.k8s.io) with
+    # this client certificate, issued by a CA of its own so that no cluster certificate can
+    # pass for the proxy and claim another user's identity in its headers.
+    front_proxy_ca_cert: Path
+    front_proxy_ca_key: Path
+    front_proxy_client_cert: Path
+    front_proxy_client_key: Path
 
     def __repr__(self) -> str:
         return f"Pki(dir={str(self.dir)!r})"
@@ -126,6 +138,8 @@ class Pki(msgspec.Struct, frozen=True, kw_only=True):
         etcd_cert, etcd_key = pair("etcd-server")
         admin_cert, admin_key = pair("admin")
         kcm_cert, kcm_key = pair("controller-manager")
+        fp_ca_cert, fp_ca_key = pair("front-proxy-ca")
+        fp_cert, fp_key = pair("front-proxy-client")
         return cls(
             dir=pki_dir,
             ca_cert=ca_cert,
@@ -144,6 +158,10 @@ class Pki(msgspec.Struct, frozen=True, kw_only=True):
             controller_manager_key=kcm_key,
             sa_key=pki_dir / "sa.key",
             sa_pub=pki_dir / "sa.pub",
+            front_proxy_ca_cert=fp_ca_cert,
+            front_proxy_ca_key=fp_ca_key,
+            front_proxy_client_cert=fp_cert,
+            front_proxy_client_key=fp_key,
         )
 
 
@@ -315,6 +333,17 @@ def write_pki(
     ]
     for cert_path, key_path, spec in leaves:
         _ensure_leaf(ca, cert_path, key_path, spec)
+
+    front_proxy_ca = _reuse_ca(pki.front_proxy_ca_cert, pki.front_proxy_ca_key)
+    if front_proxy_ca is None:
+        front_proxy_ca = new_ca(common_name=FRONT_PROXY_CA_NAME)
+        _write_pair(front_proxy_ca, pki.front_proxy_ca_cert, pki.front_proxy_ca_key)
+    _ensure_leaf(
+        front_proxy_ca,
+        pki.front_proxy_client_cert,
+        pki.front_proxy_client_key,
+        _LeafSpec.make(common_name=FRONT_PROXY_CLIENT_NAME, server=False, client=True),
+    )
 
     if not _valid_sa_pair(pki.sa_key, pki.sa_pub):
         sa = new_service_account_key()

@@ -18,6 +18,7 @@ import trio
 
 from mobius.errors import ApiError, ApiUnreachable, api_error
 from mobius.kube.credentials import Credentials
+from mobius.metrics import API_REQUESTS
 
 
 class _Status(msgspec.Struct):
@@ -126,7 +127,9 @@ class KubeClient:
                 method, path, params=params, content=content, headers=headers
             )
         except httpx.TransportError as exc:
+            API_REQUESTS.labels(method, "0").inc()
             raise ApiUnreachable(f"{method} {path}: {exc!r}") from exc
+        API_REQUESTS.labels(method, str(resp.status_code)).inc()
         if resp.status_code >= 400:
             raise _error(method, path, resp.status_code, resp.content)
         return resp.content

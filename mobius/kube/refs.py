@@ -1,11 +1,12 @@
-"""Fetch what a pod's environment refers to: ConfigMaps, Secrets, Services, the node.
+"""Fetch what a pod's environment and volumes refer to: ConfigMaps, Secrets, Services, the node.
 
 The kubelet reads these through watch-based caches; Mobius asks the API server once per
 submission (each object at most once, whatever the number of references to it), which costs
 little next to an sbatch call. A ConfigMap or Secret that does not exist is simply absent from
 the result: whether that is an error (and which) is for :func:`mobius.pods.env.container_env`
-to say, since only it knows which references are optional. Secret values are base64-decoded
-here, at the adapter boundary; they are never logged.
+to say (or for :mod:`mobius.pods.volumes`), since only they know which references are optional.
+Secret values and ConfigMap ``binaryData`` are base64-decoded here, at the adapter boundary;
+Secret values are never logged.
 """
 
 from __future__ import annotations
@@ -22,26 +23,36 @@ from mobius.errors import NotFound, ParseError
 from mobius.kube.client import KubeClient
 from mobius.models import Pod
 from mobius.models.core import ConfigMap, Node, Secret, Service, ServiceList
-from mobius.pods.env import Needs, PodRefs, host_ips, needs
+from mobius.pods.env import Needs, PodRefs, host_ips
+from mobius.pods.volumes import pod_needs
 
 T = TypeVar("T")
 
-__all__ = ["fetch_refs"]
+__all__ = ["SharedCache", "decode_binary_data", "decode_secret", "fetch_refs"]
 
 
 def _path(*segments: str) -> str:
     return "/api/v1/" + "/".join(quote(s, safe="") for s in segments)
 
 
-def _decode(secret: Secret) -> dict[str, bytes]:
+def _b64(values: dict[str, str], what: str) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
-    for key, value in secret.data.items():
+    for key, value in values.items():
         try:
             out[key] = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
-            where = f"Secret {secret.metadata.namespace}/{secret.metadata.name} key {key!r}"
-            raise ParseError(where, "(value withheld: not base64)") from None
+            raise ParseError(f"{what} key {key!r}", "(value withheld: not base64)") from None
     return out
+
+
+def decode_secret(secret: Secret) -> dict[str, bytes]:
+    """The Secret's values, decoded; ParseError (value withheld) if one is not base64."""
+    return _b64(secret.data, f"Secret {secret.metadata.namespace}/{secret.metadata.name}")
+
+
+def decode_binary_data(cm: ConfigMap) -> dict[str, bytes]:
+    """The ConfigMap's ``binaryData``, decoded."""
+    return _b64(cm.binary_data, f"ConfigMap {cm.metadata.namespace}/{cm.metadata.name}")
 
 
 class SharedCache:
@@ -74,28 +85,32 @@ async def fetch_refs(
     what: Needs | None = None,
     cache: SharedCache | None = None,
 ) -> PodRefs:
-    """GET what ``pod`` refers to (``what``, by default :func:`needs` of the pod).
+    """GET what ``pod`` refers to (``what``, by default
+    :func:`~mobius.pods.volumes.pod_needs`: its environment's and its volumes' references).
 
     Missing ConfigMaps and Secrets are left out; other API errors propagate (the submitter
     retries them).
     """
-    what = needs(pod) if what is None else what
+    what = pod_needs(pod) if what is None else what
     ns = pod.metadata.namespace
     shared = cache or SharedCache(ttl=0.0)
     config_maps: dict[str, dict[str, str]] = {}
+    binary: dict[str, dict[str, bytes]] = {}
     for name in sorted(what.config_maps):
         try:
             cm = await kube.get(_path("namespaces", ns, "configmaps", name), ConfigMap)
         except NotFound:
             continue
         config_maps[name] = cm.data
+        if cm.binary_data:
+            binary[name] = decode_binary_data(cm)
     secrets: dict[str, dict[str, bytes]] = {}
     for name in sorted(what.secrets):
         try:
             secret = await kube.get(_path("namespaces", ns, "secrets", name), Secret)
         except NotFound:
             continue
-        secrets[name] = _decode(secret)
+        secrets[name] = decode_secret(secret)
     services: list[Service] = []
     if what.service_links:
         listed = await shared.get(kube, _path("namespaces", ns, "services"), ServiceList)
@@ -115,6 +130,7 @@ async def fetch_refs(
         ips = host_ips((a.type, a.address) for a in node.status.addresses)
     return PodRefs(
         config_maps=config_maps,
+        config_map_binary=binary,
         secrets=secrets,
         services=tuple(services),
         node_allocatable=allocatable,

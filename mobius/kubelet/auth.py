@@ -16,12 +16,14 @@ review.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 import msgspec
 import trio
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 from mobius.errors import ApiError, ApiUnreachable
@@ -48,6 +50,39 @@ class Attributes(msgspec.Struct, frozen=True):
     resource: str = "nodes"
     name: str = ""
     version: str = "v1"
+    group: str = ""
+    namespace: str = ""
+
+
+METRICS_API = "/apis/metrics.k8s.io/"
+
+
+_DISCOVERY = frozenset({"/apis", METRICS_API.rstrip("/"), METRICS_API + "v1beta1"})
+"""Paths every authenticated user may read, as on any API server."""
+
+
+def metrics_api_attributes(method: str, path: str) -> Attributes | None:
+    """Attributes of a request for objects of the ``metrics.k8s.io`` API this server also
+    serves (proxied by the API server's aggregation layer); None for any other request."""
+    if not path.startswith(METRICS_API):
+        return None
+    parts = path.removeprefix(METRICS_API).strip("/").split("/")
+    if len(parts) < 2 or method != "GET":
+        return None
+    version, rest = parts[0], parts[1:]
+    namespace = ""
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        namespace, rest = rest[1], rest[2:]
+    resource, name = rest[0], rest[1] if len(rest) > 1 else ""
+    return Attributes(
+        verb="get" if name else "list",
+        subresource="",
+        resource=resource,
+        name=name,
+        version=version,
+        group="metrics.k8s.io",
+        namespace=namespace,
+    )
 
 
 def _is_subpath(subpath: str, path: str) -> bool:
@@ -74,12 +109,56 @@ def forbidden_message(user: User, attrs: Attributes) -> str:
     )
 
 
-def user_from_certificate(der: bytes) -> User:
+def user_from_certificate(der: bytes | x509.Certificate) -> User:
     """A verified client certificate -> its user: CN is the name, each O a group."""
-    cert = x509.load_der_x509_certificate(der)
+    cert = x509.load_der_x509_certificate(der) if isinstance(der, bytes) else der
     cn = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     orgs = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
     return User(name=cn[0] if cn else "", groups=(*orgs, "system:authenticated"))
+
+
+class FrontProxy(msgspec.Struct, frozen=True):
+    """The API server's aggregation layer: its client certificates are issued by ``ca`` with a
+    CN in ``names``, and the user it acts for is in the ``X-Remote-*`` headers."""
+
+    ca: x509.Certificate
+    names: frozenset[str]
+
+    def issued(self, cert: x509.Certificate) -> bool:
+        try:
+            cert.verify_directly_issued_by(self.ca)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+
+    def user(self, cert: x509.Certificate, headers: Headers) -> User | None:
+        """The user the proxy names, or None (not an allowed proxy, or no user named)."""
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not cn or str(cn[0].value) not in self.names:
+            return None
+        name, uid, groups = "", "", []
+        extra: dict[str, list[str]] = {}
+        for key, value in headers:
+            k, v = key.decode("latin-1").lower(), value.decode("latin-1")
+            if k == "x-remote-user":
+                name = name or v
+            elif k == "x-remote-uid":
+                uid = uid or v
+            elif k == "x-remote-group":
+                groups.append(v)
+            elif k.startswith("x-remote-extra-"):
+                extra.setdefault(unquote(k.removeprefix("x-remote-extra-")), []).append(v)
+        if not name:
+            return None
+        return User(
+            name=name,
+            groups=tuple(groups),
+            uid=uid,
+            extra=tuple((k, tuple(v)) for k, v in sorted(extra.items())),
+        )
+
+
+Headers = Sequence[tuple[bytes, bytes]]
 
 
 class _ReviewUser(msgspec.Struct, rename="camel"):
@@ -122,9 +201,17 @@ class ReviewClient(Protocol):
 class Authenticator:
     """TokenReview and SubjectAccessReview against the API server, with a short cache."""
 
-    def __init__(self, kube: ReviewClient, *, node_name: str, ttl: float = CACHE_SECONDS):
+    def __init__(
+        self,
+        kube: ReviewClient,
+        *,
+        node_name: str,
+        ttl: float = CACHE_SECONDS,
+        front_proxy: FrontProxy | None = None,
+    ):
         self.kube = kube
         self.node_name = node_name
+        self.front_proxy = front_proxy
         self.ttl = ttl
         self._tokens: dict[str, tuple[float, User]] = {}
         self._allowed: dict[tuple[User, Attributes], float] = {}
@@ -173,7 +260,8 @@ class Authenticator:
                 "subresource": attrs.subresource,
                 "name": attrs.name,
                 "version": attrs.version,
-                "group": "",
+                "group": attrs.group,
+                "namespace": attrs.namespace,
             },
         }
         if user.uid:
@@ -226,22 +314,43 @@ class Decision(msgspec.Struct, frozen=True):
 
 
 async def authorize(
-    auth: Authenticator, *, method: str, path: str, cert_der: bytes | None, authorization: str
+    auth: Authenticator,
+    *,
+    method: str,
+    path: str,
+    cert_der: bytes | None,
+    authorization: str,
+    headers: Headers = (),
 ) -> Decision:
     """Authenticate and authorise one request to the kubelet API (any transport: ASGI routes,
     SPDY/WebSocket upgrades). ``cert_der``: the verified client certificate, if any;
-    ``authorization``: the Authorization header, or ""."""
+    ``authorization``: the Authorization header, or ""; ``headers``: all of them (the front
+    proxy's ``X-Remote-*``)."""
     try:
         user: User | None = None
+        proxied = False
         if cert_der:
-            user = user_from_certificate(cert_der)
+            cert = x509.load_der_x509_certificate(cert_der)
+            if auth.front_proxy is not None and auth.front_proxy.issued(cert):
+                user, proxied = auth.front_proxy.user(cert, headers), True
+            else:
+                user = user_from_certificate(cert)
         else:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 user = await auth.user_for_token(token.strip())
         if user is None:
             return Decision(401, "Unauthorized")
-        attrs = request_attributes(method, path, node_name=auth.node_name)
+        if proxied or _is_subpath(path, "/apis"):
+            # The aggregation layer reaches the metrics API and discovery, nothing else.
+            if _is_subpath(path, "/openapi") or path.rstrip("/") in _DISCOVERY:
+                return Decision(200, "", user)
+            metrics_attrs = metrics_api_attributes(method, path)
+            if metrics_attrs is None:
+                return Decision(403, "Forbidden: the front proxy reaches metrics.k8s.io only", user)
+            attrs = metrics_attrs
+        else:
+            attrs = request_attributes(method, path, node_name=auth.node_name)
         if not await auth.allowed(user, attrs):
             log.info("%s", forbidden_message(user, attrs))
             return Decision(403, forbidden_message(user, attrs), user)
@@ -276,6 +385,7 @@ class AuthMiddleware:
             path=scope["path"],
             cert_der=scope.get("extensions", {}).get("tls", {}).get("client_cert_der"),
             authorization=header.decode("latin-1"),
+            headers=scope.get("headers", []),
         )
         if decision.status != 200:
             await _plain(send, decision.status, decision.message)

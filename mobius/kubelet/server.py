@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import msgspec
 import trio
+from cryptography import x509
 from hypercorn.config import Config
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -29,8 +30,16 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from mobius.errors import ConfigError
-from mobius.kubelet.auth import App, Authenticator, AuthMiddleware, ReviewClient, authorize
+from mobius.kubelet.auth import (
+    App,
+    Authenticator,
+    AuthMiddleware,
+    FrontProxy,
+    ReviewClient,
+    authorize,
+)
 from mobius.kubelet.logs import ContainerLogs
+from mobius.kubelet.resources import ResourceEndpoints
 from mobius.kubelet.streams.wiring import pod_streams, serve_connection
 from mobius.runtime.base import Runtime
 from mobius.state import PodPaths, PodStore
@@ -46,13 +55,29 @@ class ApiServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     client_ca_file: str
     node_name: str = "mobius"
     max_log_streams: int = 512
+    # The API server's aggregation layer (``--requestheader-client-ca-file`` and
+    # ``--requestheader-allowed-names``): set, this server also serves metrics.k8s.io.
+    front_proxy_ca_file: str = ""
+    front_proxy_names: tuple[str, ...] = ("front-proxy-client",)
 
 
-def build_app(*, store: PodStore, paths: PodPaths, max_log_streams: int = 512) -> Starlette:
-    """The routes, without authentication (tests call it directly)."""
+def build_app(
+    *,
+    store: PodStore,
+    paths: PodPaths,
+    node_name: str = "mobius",
+    max_log_streams: int = 512,
+    metrics: Callable[[], bytes] | None = None,
+) -> Starlette:
+    """The routes, without authentication (tests call it directly). ``metrics``: Mobius's own
+    Prometheus metrics in the text format, served at ``/metrics``."""
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
+
+    async def own_metrics(request: Request) -> Response:
+        assert metrics is not None
+        return Response(metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return Starlette(
         routes=[
@@ -61,6 +86,8 @@ def build_app(*, store: PodStore, paths: PodPaths, max_log_streams: int = 512) -
                 ContainerLogs(store=store, paths=paths, max_streams=max_log_streams).handle,
             ),
             Route("/healthz", healthz),
+            *([Route("/metrics", own_metrics)] if metrics is not None else []),
+            *ResourceEndpoints(store=store, paths=paths, node_name=node_name).routes(),
         ]
     )
 
@@ -69,6 +96,8 @@ def ssl_context(settings: ApiServerSettings) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(settings.cert_file, settings.key_file)
     ctx.load_verify_locations(settings.client_ca_file)
+    if settings.front_proxy_ca_file:
+        ctx.load_verify_locations(settings.front_proxy_ca_file)
     ctx.verify_mode = ssl.CERT_OPTIONAL
     ctx.set_alpn_protocols(["http/1.1"])  # streaming and (later) SPDY upgrades need HTTP/1.1
     return ctx
@@ -107,6 +136,7 @@ async def serve_kubelet_api(
     kube: ReviewClient,
     runtime: Runtime,
     slurm_env: Mapping[str, str],
+    metrics: Callable[[], bytes] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     for f in (settings.cert_file, settings.key_file, settings.client_ca_file):
@@ -118,9 +148,22 @@ async def serve_kubelet_api(
     config.accesslog = None
     config.errorlog = logging.getLogger("mobius.kubelet.hypercorn")
     config.loglevel = "WARNING"
-    auth = Authenticator(kube, node_name=settings.node_name)
+    front_proxy = None
+    if settings.front_proxy_ca_file:
+        ca = x509.load_pem_x509_certificate(
+            await trio.Path(settings.front_proxy_ca_file).read_bytes()
+        )
+        front_proxy = FrontProxy(ca=ca, names=frozenset(settings.front_proxy_names))
+    auth = Authenticator(kube, node_name=settings.node_name, front_proxy=front_proxy)
     app = AuthMiddleware(
-        build_app(store=store, paths=paths, max_log_streams=settings.max_log_streams), auth=auth
+        build_app(
+            store=store,
+            paths=paths,
+            node_name=settings.node_name,
+            max_log_streams=settings.max_log_streams,
+            metrics=metrics,
+        ),
+        auth=auth,
     )
     # exec, attach and port-forward upgrade the connection (SPDY/3.1 or WebSocket): they are
     # served by mobius.kubelet.streams; every other connection goes to hypercorn.

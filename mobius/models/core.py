@@ -143,6 +143,16 @@ class ResourceRequirements(_Model):
     requests: dict[str, str] = {}
 
 
+class VolumeMount(_Model):
+    name: str
+    mount_path: str = ""
+    read_only: bool = False
+    sub_path: str = ""
+    sub_path_expr: str = ""
+    mount_propagation: str | None = None
+    recursive_read_only: str | None = None
+
+
 class Container(_Model):
     name: str
     image: str = ""
@@ -157,6 +167,133 @@ class Container(_Model):
     tty: bool = False
     stdin: bool = False
     security_context: SecurityContext | None = None
+    volume_mounts: list[VolumeMount] = []
+    volume_devices: list[dict[str, Any]] = []
+
+
+class KeyToPath(_Model):
+    key: str
+    path: str
+    mode: int | None = None
+
+
+class ConfigMapVolumeSource(_Model):
+    name: str = ""
+    items: list[KeyToPath] = []
+    default_mode: int | None = None
+    optional: bool | None = None
+
+
+class SecretVolumeSource(_Model):
+    secret_name: str = ""
+    items: list[KeyToPath] = []
+    default_mode: int | None = None
+    optional: bool | None = None
+
+
+class DownwardAPIVolumeFile(_Model):
+    path: str
+    field_ref: ObjectFieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = None
+    mode: int | None = None
+
+
+class DownwardAPIVolumeSource(_Model):
+    items: list[DownwardAPIVolumeFile] = []
+    default_mode: int | None = None
+
+
+class ConfigMapProjection(_Model):
+    name: str = ""
+    items: list[KeyToPath] = []
+    optional: bool | None = None
+
+
+class SecretProjection(_Model):
+    name: str = ""
+    items: list[KeyToPath] = []
+    optional: bool | None = None
+
+
+class DownwardAPIProjection(_Model):
+    items: list[DownwardAPIVolumeFile] = []
+
+
+class ServiceAccountTokenProjection(_Model):
+    path: str
+    audience: str = ""
+    expiration_seconds: int | None = None
+
+
+class VolumeProjection(_Model):
+    """One source of a projected volume. Sources Mobius cannot fill are kept loosely typed so
+    that the error can name them."""
+
+    config_map: ConfigMapProjection | None = None
+    secret: SecretProjection | None = None
+    downward_api: DownwardAPIProjection | None = msgspec.field(default=None, name="downwardAPI")
+    service_account_token: ServiceAccountTokenProjection | None = None
+    cluster_trust_bundle: dict[str, Any] | None = None
+    pod_certificate: dict[str, Any] | None = None
+
+
+class ProjectedVolumeSource(_Model):
+    sources: list[VolumeProjection] = []
+    default_mode: int | None = None
+
+
+class EmptyDirVolumeSource(_Model):
+    medium: str = ""
+    size_limit: str | int | None = None  # a quantity; YAML may give a bare number
+
+
+class HostPathVolumeSource(_Model):
+    path: str
+    type: str | None = None
+
+
+class Volume(_Model):
+    """A pod volume. The sources Mobius provides are typed; every other source of the core API
+    is kept as a raw mapping only so that the pod can be refused with the volume's type named."""
+
+    name: str
+    empty_dir: EmptyDirVolumeSource | None = None
+    config_map: ConfigMapVolumeSource | None = None
+    secret: SecretVolumeSource | None = None
+    downward_api: DownwardAPIVolumeSource | None = msgspec.field(default=None, name="downwardAPI")
+    projected: ProjectedVolumeSource | None = None
+    host_path: HostPathVolumeSource | None = None
+    gce_persistent_disk: dict[str, Any] | None = None
+    aws_elastic_block_store: dict[str, Any] | None = None
+    git_repo: dict[str, Any] | None = None
+    nfs: dict[str, Any] | None = None
+    iscsi: dict[str, Any] | None = None
+    glusterfs: dict[str, Any] | None = None
+    persistent_volume_claim: dict[str, Any] | None = None
+    rbd: dict[str, Any] | None = None
+    flex_volume: dict[str, Any] | None = None
+    cinder: dict[str, Any] | None = None
+    cephfs: dict[str, Any] | None = None
+    flocker: dict[str, Any] | None = None
+    fc: dict[str, Any] | None = None
+    azure_file: dict[str, Any] | None = None
+    vsphere_volume: dict[str, Any] | None = None
+    quobyte: dict[str, Any] | None = None
+    azure_disk: dict[str, Any] | None = None
+    photon_persistent_disk: dict[str, Any] | None = None
+    portworx_volume: dict[str, Any] | None = None
+    scale_io: dict[str, Any] | None = msgspec.field(default=None, name="scaleIO")
+    storageos: dict[str, Any] | None = None
+    csi: dict[str, Any] | None = None
+    ephemeral: dict[str, Any] | None = None
+    image: dict[str, Any] | None = None
+
+    def types(self) -> list[str]:
+        """The API names of the sources that are set (exactly one for a valid volume)."""
+        fields = msgspec.structs.fields(self)
+        return [
+            f.encode_name for f in fields if f.name != "name" and getattr(self, f.name) is not None
+        ]
 
 
 class PodSpec(_Model):
@@ -171,10 +308,12 @@ class PodSpec(_Model):
     hostname: str | None = None
     subdomain: str | None = None
     service_account_name: str | None = None
+    automount_service_account_token: bool | None = None
     node_selector: dict[str, str] = {}
     priority: int | None = None
     enable_service_links: bool | None = None  # None: true, as the API server defaults it
     security_context: PodSecurityContext | None = None
+    volumes: list[Volume] = []
 
 
 class PodStatus(_Model):
@@ -211,8 +350,16 @@ class PodList(_Model):
 
 
 class ConfigMap(_Model):
+    """A ConfigMap as the API sends it: ``binaryData`` values are base64."""
+
     metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
     data: dict[str, str] = {}
+    binary_data: dict[str, str] = {}
+
+
+class ConfigMapList(_Model):
+    metadata: ListMeta = msgspec.field(default_factory=ListMeta)
+    items: list[ConfigMap] = []
 
 
 class Secret(_Model):
@@ -224,6 +371,25 @@ class Secret(_Model):
 
     def __repr__(self) -> str:  # never show the values
         return f"<Secret {self.metadata.namespace}/{self.metadata.name} keys={sorted(self.data)}>"
+
+
+class SecretList(_Model):
+    metadata: ListMeta = msgspec.field(default_factory=ListMeta)
+    items: list[Secret] = []
+
+
+class TokenRequestStatus(_Model):
+    token: str = ""
+    expiration_timestamp: str = ""
+
+
+class TokenRequest(_Model):
+    """The answer to ``POST .../serviceaccounts/<name>/token``; never shows the token."""
+
+    status: TokenRequestStatus = msgspec.field(default_factory=TokenRequestStatus)
+
+    def __repr__(self) -> str:
+        return f"<TokenRequest expires={self.status.expiration_timestamp}>"
 
 
 class ServicePort(_Model):

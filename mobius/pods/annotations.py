@@ -14,6 +14,14 @@
 | `slurm.mobius.io/reservation`   | `--reservation`     | `maint`                       |
 | `slurm.mobius.io/flags`         | any allowed options | `--mail-type=END --nice=10`   |
 | `slurm.hpk.io/flags`            | as above (HPK)      | `--gres=gpu:1`                |
+| `slurm.mobius.io/mpi`           | MPI launcher        | `srun --mpi=pmix`, `mpiexec -n 8` |
+| `slurm.mobius.io/mpi-containers`| who it launches     | `solver` (default: first app container) |
+
+MPI: with Apptainer/Singularity the launcher runs on the host and starts one container per rank
+(`srun --mpi=pmix apptainer exec image app`, the hybrid model sites document); with Podman it
+runs inside the container (the image brings its MPI), so the container needs a `command`.
+Launcher options that would move the job's files or identity (`--output`, `--chdir`,
+`--jobid`, ...) are refused like raw flags are.
 
 Raw flags are split with shell quoting rules and each option is checked against an allow-list:
 options that would redirect the job's files, change what it runs or how Mobius finds it again
@@ -216,6 +224,70 @@ def sbatch_options(annotations: dict[str, str]) -> list[str]:
         if (value := annotations.get(key)) is not None:
             out += parse_flags(value, annotation=key)
     return out
+
+
+MPI = PREFIX + "mpi"
+MPI_CONTAINERS = PREFIX + "mpi-containers"
+_LAUNCHERS = frozenset({"srun", "mpiexec", "mpirun"})
+_LAUNCHER_REFUSED = {
+    "--output": "Mobius collects the containers' output itself",
+    "-o": "Mobius collects the containers' output itself",
+    "--error": "Mobius collects the containers' output itself",
+    "-e": "Mobius collects the containers' output itself",
+    "--input": "containers read no input",
+    "-i": "containers read no input",
+    "--chdir": "the job runs in its pod folder",
+    "-D": "the job runs in its pod folder",
+    "--jobid": "the launcher runs inside the pod's own job",
+    "--uid": "jobs run as the submitting user",
+    "--gid": "jobs run as the submitting user",
+    "--pty": "containers have no terminal here",
+    "--output-filename": "Mobius collects the containers' output itself",
+    "-wdir": "the job runs in its pod folder",
+    "--wdir": "the job runs in its pod folder",
+}
+
+
+def mpi_launcher(annotations: dict[str, str]) -> tuple[str, ...]:
+    """The MPI launcher command a pod asks for (``srun --mpi=pmix``), split; () for none."""
+    text = annotations.get(MPI)
+    if text is None:
+        return ()
+    field = f"metadata.annotations[{MPI}]"
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise InvalidPodSpec(field, f"cannot split {text!r}: {exc}") from None
+    if not words or words[0] not in _LAUNCHERS:
+        raise InvalidPodSpec(
+            field, f"{text!r} must start with one of {', '.join(sorted(_LAUNCHERS))}"
+        )
+    for word in words[1:]:
+        name = word.split("=", 1)[0]
+        if name in _LAUNCHER_REFUSED:
+            raise InvalidPodSpec(field, f"{name} is not allowed: {_LAUNCHER_REFUSED[name]}")
+        if "\n" in word or "\0" in word:
+            raise InvalidPodSpec(field, f"{word!r} contains a line break")
+    return tuple(words)
+
+
+def mpi_containers(annotations: dict[str, str], app_containers: list[str]) -> frozenset[str]:
+    """The app containers the MPI launcher starts (default: the first); InvalidPodSpec naming
+    one that is not an app container of the pod."""
+    if MPI not in annotations or not app_containers:
+        return frozenset()
+    text = annotations.get(MPI_CONTAINERS)
+    if text is None:
+        return frozenset(app_containers[:1])
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    unknown = sorted(names - set(app_containers))
+    if unknown or not names:
+        raise InvalidPodSpec(
+            f"metadata.annotations[{MPI_CONTAINERS}]",
+            f"{', '.join(unknown) if unknown else repr(text)}: not an app container of the pod "
+            f"({', '.join(app_containers)})",
+        )
+    return names
 
 
 def partition_of(annotations: dict[str, str]) -> str | None:

@@ -54,7 +54,9 @@ __all__ = [
     "expand",
     "host_ips",
     "needs",
+    "object_name",
     "pod_warnings",
+    "resource_field_value",
     "run_as",
     "service_env",
 ]
@@ -84,9 +86,11 @@ class PodRefs(msgspec.Struct, frozen=True):
     A ConfigMap or Secret absent from the maps does not exist. Secret values are decoded bytes.
     ``services`` holds the Services of the pod's namespace (when service links are on) and
     ``default/kubernetes``; :func:`service_env` picks from them by the kubelet's rules.
+    ``config_map_binary`` holds the decoded ``binaryData`` of the ConfigMaps (volumes show it).
     """
 
     config_maps: dict[str, dict[str, str]] = {}
+    config_map_binary: dict[str, dict[str, bytes]] = {}
     secrets: dict[str, dict[str, bytes]] = {}
     services: tuple[Service, ...] = ()
     node_allocatable: dict[str, str] = {}
@@ -213,7 +217,8 @@ def needs(pod: Pod) -> Needs:
     )
 
 
-def _object_name(name: str, field: str, kind: str) -> str:
+def object_name(name: str, field: str, kind: str) -> str:
+    """``name`` if it can name a ConfigMap or Secret (``kind``), else InvalidPodSpec at ``field``."""
     if not name or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
         raise InvalidPodSpec(field, f"{name!r} is not a valid {kind} name")
     return name
@@ -311,7 +316,7 @@ def _ceil(x: Decimal) -> int:
     return math.ceil(x)
 
 
-def _resource_ref(
+def resource_field_value(
     pod: Pod, container: Container, sel: ResourceFieldSelector, refs: PodRefs, field: str
 ) -> str:
     """``containerResourceRuntimeValue`` on the pod with limits defaulted to the node's
@@ -413,7 +418,7 @@ def container_env(pod: Pod, container: Container, *, field: str, refs: PodRefs) 
         where = f"{field}.envFrom[{j}]"
         if src.config_map_ref is not None:
             ref, kind, plural = src.config_map_ref, "ConfigMap", "configMap"
-            name = _object_name(ref.name, f"{where}.configMapRef.name", kind)
+            name = object_name(ref.name, f"{where}.configMapRef.name", kind)
             cm = refs.config_maps.get(name)
             if cm is None:
                 if ref.optional:
@@ -422,7 +427,7 @@ def container_env(pod: Pod, container: Container, *, field: str, refs: PodRefs) 
             data: dict[str, str] = dict(cm)
         elif src.secret_ref is not None:
             sref, kind, plural = src.secret_ref, "Secret", "secret"
-            name = _object_name(sref.name, f"{where}.secretRef.name", kind)
+            name = object_name(sref.name, f"{where}.secretRef.name", kind)
             secret = refs.secrets.get(name)
             if secret is None:
                 if sref.optional:
@@ -494,19 +499,19 @@ def _value_from(
     if vf.field_ref is not None:
         return _field_ref(pod, vf.field_ref, refs, f"{field}.fieldRef")
     if vf.resource_field_ref is not None:
-        return _resource_ref(
+        return resource_field_value(
             pod, container, vf.resource_field_ref, refs, f"{field}.resourceFieldRef"
         )
     if vf.config_map_key_ref is not None:
         ref, where = vf.config_map_key_ref, f"{field}.configMapKeyRef"
-        name = _object_name(ref.name, f"{where}.name", "ConfigMap")
+        name = object_name(ref.name, f"{where}.name", "ConfigMap")
         value = _key_of(
             refs.config_maps.get(name), ref.key, ref.optional, where, f"ConfigMap {ns}/{name}"
         )
         return None if value is None else _check_text(value, where)
     if vf.secret_key_ref is not None:
         sref, where = vf.secret_key_ref, f"{field}.secretKeyRef"
-        name = _object_name(sref.name, f"{where}.name", "Secret")
+        name = object_name(sref.name, f"{where}.name", "Secret")
         data = _key_of(
             refs.secrets.get(name), sref.key, sref.optional, where, f"Secret {ns}/{name}"
         )

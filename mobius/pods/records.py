@@ -9,6 +9,7 @@ The job script writes one small file per fact, atomically (write a temp file, th
     ctl/c/<container>.started   when the container (last) started
     ctl/c/<container>.exit      "<exit code> <finished at>" of its last run
     ctl/c/<container>.restarts  how often it was restarted in place
+    ctl/c/<container>.last      "<exit code> <finished at>" of the run before the last restart
 
 The Slurm job may have left squeue long before Mobius looks (no accounting), so these files are
 the job's own record of how it ended. Parsing them is pure; reading them is the poller's job.
@@ -26,6 +27,8 @@ class ContainerRecord(msgspec.Struct, frozen=True):
     exit_code: int | None = None
     finished_at: str | None = None
     restarts: int = 0
+    last_exit_code: int | None = None  # the run before the last restart
+    last_finished_at: str | None = None
 
 
 class PodRecord(msgspec.Struct, frozen=True):
@@ -56,16 +59,18 @@ def pod_record(files: dict[str, str]) -> PodRecord:
             continue
         value = raw.strip()
         base, _, kind = name[2:].rpartition(".")
-        if not base or kind not in ("started", "exit", "restarts"):
+        if not base or kind not in ("started", "exit", "restarts", "last"):
             continue
         entry = fields.setdefault(base, {})
         if kind == "started":
             entry["started_at"] = value or None
-        elif kind == "exit":
+        elif kind in ("exit", "last"):
             try:
-                entry["exit_code"], entry["finished_at"] = parse_exit(value)
+                code, finished = parse_exit(value)
             except ParseError:
                 continue
+            prefix = "" if kind == "exit" else "last_"
+            entry[prefix + "exit_code"], entry[prefix + "finished_at"] = code, finished
         elif value.isdigit():
             entry["restarts"] = int(value)
     containers = {name: ContainerRecord(**f) for name, f in fields.items()}  # type: ignore[arg-type]

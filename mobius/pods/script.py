@@ -19,15 +19,70 @@ import msgspec
 
 from mobius.errors import InvalidPodSpec
 from mobius.models import Container, Pod
-from mobius.pods.annotations import sbatch_options
+from mobius.pods.annotations import mpi_containers, mpi_launcher, sbatch_options
 from mobius.pods.env import PodRefs, container_env, run_as
 from mobius.pods.logformat import SHELL_LOG_WRITER
 from mobius.pods.quantity import cpus, megabytes, parse_quantity
-from mobius.runtime.base import ContainerRun, Runtime
+from mobius.pods.volumes import VolumePlan, node_setup, plan_volumes
+from mobius.runtime.base import ContainerRun, Mount, Runtime
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DEFAULT_MEMORY_MB = 256
 BACKOFF_START, BACKOFF_MAX = 10, 300
+DEFAULT_STATS_INTERVAL = 15  # seconds between usage samples (metrics-server's resolution)
+
+# The usage sampler: every few seconds, the CPU time and resident memory of each container's
+# processes, read from /proc by the job itself (the only place that sees them on any compute
+# node, whatever cgroup setup the site has). A container's processes are the tree under the PID
+# in c/<name>.pid (written by the runtime: podman's container process), else under the shell in
+# c/<name>.shell minus its log readers. Each sample goes to c/<name>.usage as
+# "<time µs> <cpu ns> <memory bytes> <previous time µs> <previous cpu ns>": with the previous
+# sample beside it, a reader gets the CPU rate without keeping state.
+SHELL_USAGE_SAMPLER = r"""
+usage_sampler() {
+  local every=$1 tick page c f line pid p root skip total mem now
+  shift
+  local -a names=("$@")
+  tick=$(getconf CLK_TCK 2>/dev/null || echo 100)
+  page=$(getconf PAGESIZE 2>/dev/null || echo 4096)
+  local -A last_t=() last_cpu=()
+  local nap=
+  trap '[ -n "$nap" ] && kill "$nap" 2>/dev/null; exit 0' TERM
+  while :; do
+    sleep "$every" & nap=$!
+    wait "$nap" || return 0
+    local -A parent=() cpu=() rss=()
+    for f in /proc/[0-9]*/stat; do
+      read -r line <"$f" 2>/dev/null || continue
+      pid=${line%% *}
+      set -f; set -- ${line##*) }; set +f
+      [ $# -ge 22 ] || continue
+      parent[$pid]=$2 cpu[$pid]=$((${12} + ${13} + ${14} + ${15})) rss[$pid]=${22}
+    done
+    now=${EPOCHREALTIME/./}
+    for c in "${names[@]}"; do
+      root= skip=
+      if [ -s "$CTL/c/$c.pid" ]; then read -r root <"$CTL/c/$c.pid"
+      elif [ -s "$CTL/c/$c.shell" ]; then read -r root skip <"$CTL/c/$c.shell"
+      fi
+      [ -n "$root" ] && [ -n "${parent[$root]:-}" ] || continue
+      total=0 mem=0
+      for pid in "${!parent[@]}"; do
+        p=$pid
+        while [ "$p" != "$root" ] && [ -n "${parent[$p]:-}" ] && [ "$p" -gt 1 ]; do
+          case " $skip " in *" $p "*) p=; break ;; esac
+          p=${parent[$p]}
+        done
+        [ "$p" = "$root" ] || continue
+        total=$((total + cpu[$pid])) mem=$((mem + rss[$pid]))
+      done
+      total=$((total * 1000000000 / tick)) mem=$((mem * page))
+      put "c/$c.usage" "$now $total $mem ${last_t[$c]:-0} ${last_cpu[$c]:-0}"
+      last_t[$c]=$now last_cpu[$c]=$total
+    done
+  done
+}
+"""
 
 
 class JobSpec(msgspec.Struct, frozen=True):
@@ -47,7 +102,7 @@ def sandbox_name(uid: str) -> str:
 
 
 def _container_run(
-    c: Container, *, index: int, init: bool, pod: Pod, refs: PodRefs
+    c: Container, *, index: int, init: bool, pod: Pod, refs: PodRefs, mounts: tuple[Mount, ...]
 ) -> ContainerRun:
     kind = "initContainers" if init else "containers"
     field = f"spec.{kind}[{index}]"
@@ -74,6 +129,7 @@ def _container_run(
         run_as_user=who.user,
         run_as_group=who.group,
         supplemental_groups=who.groups,
+        mounts=mounts,
     )
 
 
@@ -168,6 +224,7 @@ def _container_function(
         '      exec {wend}<>"$pipes/end" {end}<"$pipes/end"',
         '      cri_log stdout "$logs/$restarts.log" <"$pipes/1" {end}<&- & out=$!',
         '      cri_log stderr "$logs/$restarts.log" <"$pipes/2" {end}<&- & err=$!',
+        f'      rm -f "$CTL/c/{name}.pid"; put c/{name}.shell "$BASHPID $out $err"',
         "      # The function holds its stderr pipe open too: when the runtime is a brace group,",
         "      # bash reports a killed child on that pipe, and must not die of SIGPIPE doing so.",
         "      # Opening the stderr FIFO write-only waits until its reader has opened it; only then",
@@ -198,6 +255,7 @@ def _container_function(
             else []
         ),
         "    restarts=$((restarts + 1))",
+        f'    put c/{name}.last "$rc $(now)"',
         f'    put c/{name}.restarts "$restarts"',
         '    sleep "$delay" & wait $!',
         '    [ -e "$CTL/stopping" ] && return "$rc"',
@@ -214,17 +272,22 @@ def render_job(
     runtime: Runtime,
     partition: str | None = None,
     refs: PodRefs | None = None,
+    volumes: VolumePlan | None = None,
     gres_map: Mapping[str, str] = DEFAULT_GRES_MAP,
+    stats_interval: int = DEFAULT_STATS_INTERVAL,
 ) -> JobSpec:
     """The batch script and sbatch options that run ``pod``; InvalidPodSpec if it cannot run.
 
     ``gres_map``: extended resources that become Slurm GRES (``nvidia.com/gpu`` -> ``gpu``).
+    ``stats_interval``: seconds between the job's usage samples (0: none).
 
     ``refs``: the ConfigMaps, Secrets, Services and node facts the pod's environment refers to
     (see :func:`mobius.pods.env.needs`); without them every such reference is missing.
     """
     meta, spec = pod.metadata, pod.spec
     refs = PodRefs() if refs is None else refs
+    # ``volumes``: the plan the caller materialises (:mod:`mobius.pods.volumes`), else made here.
+    volumes = plan_volumes(pod, refs=refs, pod_dir=pod_dir) if volumes is None else volumes
     if not spec.containers:
         raise InvalidPodSpec("spec.containers", "a pod needs at least one container")
     if spec.restart_policy not in ("Always", "OnFailure", "Never"):
@@ -232,16 +295,33 @@ def render_job(
             "spec.restartPolicy", f"{spec.restart_policy!r} is not Always, OnFailure or Never"
         )
     inits = [
-        _container_run(c, index=i, init=True, pod=pod, refs=refs)
+        _container_run(
+            c, index=i, init=True, pod=pod, refs=refs, mounts=volumes.mounts.get(c.name, ())
+        )
         for i, c in enumerate(spec.init_containers)
     ]
     apps = [
-        _container_run(c, index=i, init=False, pod=pod, refs=refs)
+        _container_run(
+            c, index=i, init=False, pod=pod, refs=refs, mounts=volumes.mounts.get(c.name, ())
+        )
         for i, c in enumerate(spec.containers)
     ]
     names = [r.name for r in (*inits, *apps)]
     if len(set(names)) != len(names):
         raise InvalidPodSpec("spec.containers", "container names must be unique within the pod")
+    if launcher := mpi_launcher(meta.annotations):
+        launched = mpi_containers(meta.annotations, [r.name for r in apps])
+        apps = [
+            msgspec.structs.replace(r, launcher=launcher) if r.name in launched else r
+            for r in apps
+        ]
+        for i, r in enumerate(apps):
+            if r.launcher and runtime.name == "podman" and not r.command:
+                raise InvalidPodSpec(
+                    f"spec.containers[{i}].command",
+                    "with Podman the MPI launcher runs inside the container, before its "
+                    "command: set the command (the image's entrypoint cannot be known here)",
+                )
     grace = spec.termination_grace_period_seconds
     grace = 30 if grace is None else max(0, grace)
     sandbox = sandbox_name(meta.uid)
@@ -262,7 +342,11 @@ def render_job(
         'put node "$(hostname)"',
         *runtime.preamble(),
         f"SANDBOX={quote(sandbox)}",
-        f"cleanup() {{ {runtime.remove_sandbox(sandbox=sandbox)}; }}",
+        "SAMPLER=",
+        "cleanup() {",
+        '  [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null',
+        f"  {runtime.remove_sandbox(sandbox=sandbox)}",
+        "}",
         "# TERM comes from the kubelet (pod deleted: it leaves the grace period in ctl/grace first)",
         "# or from Slurm (--signal before the time limit, preemption, scancel --signal).",
         f"GRACE={grace}",
@@ -285,9 +369,19 @@ def render_job(
         "}",
         "trap cleanup EXIT",
         "trap on_term TERM INT",
+        *node_setup(volumes),
         *runtime.create_sandbox(sandbox=sandbox, hostname=hostname, host_network=spec.host_network),
         'put pod.ip "$POD_IP"',
         'put pod.started "$(now)"',
+        *(
+            [
+                *SHELL_USAGE_SAMPLER.strip().splitlines(),
+                f"usage_sampler {int(stats_interval)} {' '.join(quote(r.name) for r in (*inits, *apps))} </dev/null >/dev/null 2>&1 &",
+                "SAMPLER=$!",
+            ]
+            if stats_interval > 0
+            else []
+        ),
         "",
         *SHELL_LOG_WRITER.splitlines(),
         "",

@@ -141,6 +141,14 @@ def _container_status(
             st["lastState"] = {"terminated": term}
         else:
             st["state"] = {"terminated": term}
+            if rec.restarts and rec.last_exit_code is not None:
+                before: dict[str, Any] = {
+                    "exitCode": rec.last_exit_code,
+                    "reason": "Completed" if rec.last_exit_code == 0 else "Error",
+                }
+                if rec.last_finished_at:
+                    before["finishedAt"] = rec.last_finished_at
+                st["lastState"] = {"terminated": before}
     elif rec is not None and rec.started_at and not job_ended:
         st["state"] = {"running": {"startedAt": rec.started_at}}
         st["ready"] = True
@@ -266,6 +274,17 @@ def pod_status(
         )
         for c in spec.init_containers
     ]
+    init_failed = any(
+        (rec := recs.get(c.name)) is not None and rec.exit_code not in (None, 0)
+        for c in spec.init_containers
+    )
+    if init_failed:
+        # As the kubelet shows Init:Error: what never started behind the failed init container
+        # is still waiting, not terminated.
+        for st in (*init_statuses, *statuses):
+            rec = recs.get(st["name"])
+            if rec is None or rec.started_at is None:
+                st["state"] = {"waiting": {"reason": "PodInitializing"}}
     running = phase == "Running"
     all_ready = running and all(s["ready"] for s in statuses)
     started = record.started_at is not None

@@ -46,7 +46,7 @@ import hashlib
 import re
 from shlex import quote
 
-from mobius.runtime.base import ContainerRun, join_text, shell_word
+from mobius.runtime.base import ContainerRun, bind_spec, join_text, shell_word
 
 __all__ = ["Apptainer", "Singularity", "image_source", "is_local_image", "shell_path", "sif_name"]
 
@@ -229,7 +229,14 @@ class Apptainer:
         # runAsUser/runAsGroup/supplementalGroups cannot be honoured: Apptainer runs as the job's
         # user (the submitter has said so in a Warning event).
         parts += [shell_word(join_text(f"{self.env_prefix}{k}=", v)) for k, v in container.env]
+        # An MPI launcher starts the runtime once per rank (the hybrid model): the job's
+        # environment, with the container's variables, reaches every rank.
+        parts += [quote(w) for w in container.launcher]
         parts += ['"${APPTAINER[@]}"', "exec" if container.command else "run", '"${RUN_FLAGS[@]}"']
+        parts += [
+            f"--bind {quote(bind_spec(m, flag=f'{self.name} --bind', forbidden=':,'))}"
+            for m in container.mounts
+        ]
         if container.working_dir:
             parts.append(f"--pwd {quote(container.working_dir)}")
         parts.append(sif)

@@ -8,6 +8,8 @@ from typing import Protocol
 
 import msgspec
 
+from mobius.errors import InvalidPodSpec
+
 RUN_VARIABLES = frozenset({"POD_IP"})
 """Shell variables the job script sets before any container starts (``create_sandbox`` sets
 ``POD_IP``): the only names a :class:`RunVar` may carry."""
@@ -84,13 +86,43 @@ def json_array(items: tuple[Text, ...]) -> Text:
     return join_text(*pieces)
 
 
+class Mount(msgspec.Struct, frozen=True):
+    """A path of the node bound into a container (a volume, or a subPath inside one).
+
+    ``field`` names the volumeMount in the pod spec, for the error when a runtime cannot carry
+    the paths in its flag syntax.
+    """
+
+    source: str  # absolute, on the node
+    target: str  # absolute, in the container
+    read_only: bool = False
+    field: str = ""
+
+
+def bind_spec(mount: Mount, *, flag: str, forbidden: str) -> str:
+    """``source:target[:ro]``, the value of podman's ``--volume`` or Apptainer's ``--bind``.
+
+    A path holding a character of ``forbidden`` (``:`` separates the parts; Apptainer's flag is
+    also a ``,``-separated list) cannot be said in that syntax: InvalidPodSpec naming the mount.
+    """
+    for what, path in (("volume path", mount.source), ("mountPath", mount.target)):
+        bad = sorted({ch for ch in path if ch in forbidden})
+        if bad:
+            raise InvalidPodSpec(
+                mount.field or "volumeMounts",
+                f"{what} {path!r} contains {' and '.join(repr(ch) for ch in bad)}, "
+                f"which {flag} cannot carry",
+            )
+    return f"{mount.source}:{mount.target}" + (":ro" if mount.read_only else "")
+
+
 class ContainerRun(msgspec.Struct, frozen=True):
     """One container to run, already resolved from the pod spec (no shell quoting yet).
 
     ``command``, ``args`` and env values are :data:`Text`: runtimes render each with
     :func:`shell_word`. ``run_as_user``/``run_as_group``/``supplemental_groups`` come from the
     effective securityContext; a runtime that cannot switch users ignores them (the submitter
-    has warned the user).
+    has warned the user). ``mounts`` are in mount order (parents before what they contain).
     """
 
     name: str
@@ -103,6 +135,8 @@ class ContainerRun(msgspec.Struct, frozen=True):
     run_as_user: int | None = None
     run_as_group: int | None = None
     supplemental_groups: tuple[int, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    launcher: tuple[str, ...] = ()  # an MPI launcher (srun/mpiexec and its flags), or ()
 
 
 class Runtime(Protocol):
@@ -119,7 +153,8 @@ class Runtime(Protocol):
         ...
 
     def run_container(self, *, sandbox: str, container: ContainerRun) -> str:
-        """One shell command that runs the container in the foreground, returning its exit code."""
+        """One shell command that runs the container in the foreground, returning its exit code.
+        InvalidPodSpec when the container's mounts cannot be expressed in the runtime's flags."""
         ...
 
     def stop_sandbox(self, *, sandbox: str, grace: str) -> str:

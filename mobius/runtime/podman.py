@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from shlex import quote
 
-from mobius.runtime.base import ContainerRun, join_text, json_array, shell_word
+from mobius.runtime.base import ContainerRun, bind_spec, join_text, json_array, shell_word
 
 # "Always" maps to podman's "newer": pull when the registry has a different digest, but keep
 # using the stored image when the registry cannot be reached (common on HPC compute nodes).
@@ -75,6 +75,8 @@ class Podman:
             f"--name {quote(sandbox + '-' + container.name)}",
             f"--pull={_PULL.get(container.pull_policy, 'missing')}",
             "--sig-proxy=true",
+            # The container's first process, for the job's usage sampler (see mobius.pods.script).
+            f'--pidfile "$CTL/c/"{quote(container.name + ".pid")}',
         ]
         parts += [f"--env {shell_word(join_text(f'{k}=', v))}" for k, v in container.env]
         if container.run_as_user is not None:
@@ -84,10 +86,16 @@ class Podman:
                 user += f":{container.run_as_group}"
             parts.append(f"--user {user}")
         parts += [f"--group-add {int(g)}" for g in container.supplemental_groups]
+        parts += [
+            f"--volume {quote(bind_spec(m, flag='podman --volume', forbidden=':'))}"
+            for m in container.mounts
+        ]
         if container.working_dir:
             parts.append(f"--workdir {quote(container.working_dir)}")
         if container.command:
-            parts.append(f"--entrypoint {shell_word(json_array(container.command))}")
+            # An MPI launcher runs inside the container, with the image's MPI.
+            entrypoint = (*container.launcher, *container.command)
+            parts.append(f"--entrypoint {shell_word(json_array(entrypoint))}")
         parts.append(quote(container.image))
         parts += [shell_word(a) for a in container.args]
         return " ".join(parts)

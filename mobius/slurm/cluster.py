@@ -81,6 +81,9 @@ class PrivateSlurmSettings(msgspec.Struct, frozen=True, kw_only=True):
     root: Path
     nodes: int = 1
     cpus_per_node: int | None = None  # default: os.cpu_count()
+    # GPUs each node declares as GRES (gpu, counted only: no devices are bound), so that
+    # --gres=gpu:N jobs can be scheduled and seen in scontrol show job.
+    gpus_per_node: int = 0
     memory_mb_per_node: int | None = None  # default: the machine's memory minus a margin
     partition: str = "debug"
     ready_timeout: float = READY_TIMEOUT
@@ -88,6 +91,8 @@ class PrivateSlurmSettings(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.nodes < 1:
             raise ConfigError(f"nodes must be at least 1, not {self.nodes}")
+        if self.gpus_per_node < 0:
+            raise ConfigError(f"gpus_per_node must not be negative, not {self.gpus_per_node}")
         if self.cpus_per_node is not None and self.cpus_per_node < 1:
             raise ConfigError(f"cpus_per_node must be at least 1, not {self.cpus_per_node}")
         if self.ready_timeout <= 0:
@@ -207,6 +212,8 @@ def _stages(layout: _Layout, env: Mapping[str, str]) -> list[list[tuple[_Daemon,
         "slurmctld",
         ["slurmctld", "-D", "-f", conf],
         layout.logs / "slurmctld.log",
+        # Side files (gres.conf) are looked up beside SLURM_CONF, not beside -f.
+        env={"SLURM_CONF": str(conf)},
         hint=(
             f"Check that port {layout.ctld_port} is free, that {layout.state} is writable and "
             f"that {layout.conf} is valid."
@@ -218,6 +225,7 @@ def _stages(layout: _Layout, env: Mapping[str, str]) -> list[list[tuple[_Daemon,
             f"slurmd {node}",
             ["slurmd", "-D", "-f", conf, "-N", node],
             layout.logs / f"slurmd-{node}.log",
+            env={"SLURM_CONF": str(conf)},
             hint=(
                 f"Check that port {port} is free and what slurmctld says about {node} in "
                 f"{layout.logs / 'slurmctld.log'}."
@@ -239,10 +247,18 @@ class _Daemon:
     """One daemon process: started in the nursery, stopped on request, an error if it exits."""
 
     def __init__(
-        self, name: str, argv: list[str], log_path: Path, *, hint: str, output_to_log: bool = False
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        *,
+        hint: str,
+        output_to_log: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.argv = argv
+        self.env = env
         self.log_path = log_path
         self.hint = hint
         self.output_to_log = output_to_log
@@ -276,6 +292,7 @@ class _Daemon:
                         stdout=output,
                         stderr=subprocess.STDOUT,
                         check=False,
+                        env=None if self.env is None else {**os.environ, **self.env},
                         # Keep a terminal's Ctrl-C away: `_stop` ends them in order.
                         start_new_session=True,
                         deliver_cancel=_terminate,
@@ -492,7 +509,22 @@ def _prepare(settings: PrivateSlurmSettings) -> _Layout:
     )
     cpus = settings.cpus_per_node or os.cpu_count() or 1
     memory = settings.memory_mb_per_node or _default_memory_mb()
-    layout.conf.write_text(_slurm_conf(layout, cpus=cpus, memory_mb=memory))
+    layout.conf.write_text(
+        _slurm_conf(layout, cpus=cpus, memory_mb=memory, gpus=settings.gpus_per_node)
+    )
+    # Slurm drops GPUs without device files: each fake GPU is a link to /dev/null.
+    devices = layout.conf.parent / "dev"
+    devices.mkdir(exist_ok=True)
+    for i in range(settings.gpus_per_node):
+        link = devices / f"gpu{i}"
+        if not link.is_symlink():
+            link.symlink_to("/dev/null")
+    gres = "".join(
+        f"NodeName={node} Name=gpu File={devices}/gpu[0-{settings.gpus_per_node - 1}]\n"
+        for node in layout.nodes
+        if settings.gpus_per_node
+    )
+    (layout.conf.parent / "gres.conf").write_text(gres)
     return layout
 
 
@@ -535,7 +567,7 @@ def _default_memory_mb() -> int:
     return max(1, total - max(_MEMORY_MARGIN_MB, total // 20))
 
 
-def _slurm_conf(layout: _Layout, *, cpus: int, memory_mb: int) -> str:
+def _slurm_conf(layout: _Layout, *, cpus: int, memory_mb: int, gpus: int = 0) -> str:
     host = socket.gethostname().split(".")[0]
     user = pwd.getpwuid(os.getuid()).pw_name
     run, logs = layout.run, layout.logs
@@ -580,11 +612,13 @@ def _slurm_conf(layout: _Layout, *, cpus: int, memory_mb: int) -> str:
         f"SlurmdLogFile={logs}/slurmd-%n.log",
         "SlurmctldDebug=info",
         "SlurmdDebug=info",
+        *(["GresTypes=gpu"] if gpus else []),
     ]
     for node, port in layout.nodes.items():
         lines.append(
             f"NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 Port={port} "
             f"CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN"
+            + (f" Gres=gpu:{gpus}" if gpus else "")
         )
     lines.append(
         f"PartitionName={layout.partition} Nodes={','.join(layout.nodes)} Default=YES "

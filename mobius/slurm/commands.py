@@ -1,7 +1,8 @@
 """Slurm client commands (sbatch, squeue, scancel, sinfo) run as subprocesses.
 
 Every call goes through :func:`run_slurm`, which translates failures into SlurmCommandError
-carrying argv, exit code and stderr. Output parsing of squeue is delegated to ``mobius._fast``.
+carrying argv, exit code and stderr. Output parsing of squeue and sacct is delegated to
+``mobius._fast``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Mapping, Sequence
 import msgspec
 import trio
 
-from mobius._fast import SQUEUE_FORMAT, SqueueRow, parse_squeue
+from mobius._fast import SACCT_FORMAT, SQUEUE_FORMAT, SqueueRow, parse_sacct, parse_squeue
 from mobius.errors import ParseError, SlurmCommandError
+from mobius.metrics import SLURM_COMMAND_ERRORS, SLURM_COMMAND_SECONDS
 
 
 class SlurmClient:
@@ -28,6 +30,17 @@ class SlurmClient:
         return f"<SlurmClient {self.extra_env}>"
 
     async def run(self, argv: Sequence[str], *, stdin: bytes | None = None) -> str:
+        command = os.path.basename(argv[0]) if argv else ""
+        began = trio.current_time()
+        try:
+            return await self._run(argv, stdin=stdin)
+        except SlurmCommandError:
+            SLURM_COMMAND_ERRORS.labels(command).inc()
+            raise
+        finally:
+            SLURM_COMMAND_SECONDS.labels(command).observe(trio.current_time() - began)
+
+    async def _run(self, argv: Sequence[str], *, stdin: bytes | None) -> str:
         try:
             with trio.fail_after(self.timeout):
                 proc = await trio.run_process(
@@ -69,6 +82,23 @@ class SlurmClient:
         )
         return parse_squeue(out)
 
+    async def job_state(self, job_id: str) -> str | None:
+        """One job's state (``RUNNING``...), or None once it has left the queue: a query for
+        that job alone, so stopping many pods never lists the whole queue per pod."""
+        try:
+            out = await self.run(
+                ["squeue", "--noheader", "--states=all", f"--jobs={job_id}", "--format=%i|%T"]
+            )
+        except SlurmCommandError as exc:
+            if "Invalid job id" in exc.stderr:
+                return None
+            raise
+        for line in out.splitlines():
+            jid, _, state = line.strip().partition("|")
+            if jid == job_id:
+                return state or None
+        return None
+
     async def scancel(
         self, job_id: str, *, signal: str | None = None, batch_only: bool = False
     ) -> None:
@@ -97,7 +127,7 @@ class SlurmClient:
                 "--noheader",
                 "--parsable2",
                 "--allocations",
-                "--format=JobIDRaw,State",
+                f"--format={SACCT_FORMAT}",
                 f"--jobs={','.join(job_ids)}",
             ]
         )
@@ -129,18 +159,12 @@ def accounting_storage(config: str) -> str:
 
 
 def parse_sacct_states(text: str) -> dict[str, str]:
-    """``sacct -n -P -X -o JobIDRaw,State`` -> ``{job id: STATE}``; ``CANCELLED by 1000`` is
-    CANCELLED. Lines that are not ``<id>|<state>`` raise ParseError naming the line."""
-    states: dict[str, str] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        job_id, sep, state = line.partition("|")
-        words = state.split()
-        if not sep or not job_id.strip() or not words or not words[0].replace("_", "").isalpha():
-            raise ParseError("sacct output", line, lineno)
-        states[job_id.strip()] = words[0].upper()
-    return states
+    """``sacct --noheader --parsable2 --format=SACCT_FORMAT`` -> ``{job id: STATE}``.
+
+    Keyed by the id sbatch answered (``JobIDRaw``); step lines (``123.batch``) are left out and
+    ``CANCELLED by 1000`` is CANCELLED. A line that is not sacct's raises ParseError naming it.
+    """
+    return {row.job_id_raw: row.state for row in parse_sacct(text) if not row.step}
 
 
 def gres_gpus(gres: str) -> int:

@@ -73,5 +73,7 @@ async def serve_deadlines(
                     continue
                 # The poller reports Failed/DeadlineExceeded from here on; the job is stopped
                 # with the pod's grace period, as the kubelet kills containers.
-                jobs.set(uid, Job(job_id=job.job_id, error=DEADLINE_MESSAGE, reason="DeadlineExceeded"))
+                jobs.set(
+                    uid, Job(job_id=job.job_id, error=DEADLINE_MESSAGE, reason="DeadlineExceeded")
+                )
                 nursery.start_soon(expire, pod, job)

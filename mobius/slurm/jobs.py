@@ -35,9 +35,12 @@ from mobius.errors import (
 from mobius.kube.client import KubeClient
 from mobius.kube.events import emit_event, rfc3339
 from mobius.kube.refs import SharedCache, fetch_refs
+from mobius.kube.volumes import request_tokens, write_volumes
+from mobius.metrics import POD_FAILURES, PODS_SUBMITTED
 from mobius.models import Container, Pod
 from mobius.pods.env import pod_warnings
-from mobius.pods.script import job_name, render_job
+from mobius.pods.script import DEFAULT_GRES_MAP, DEFAULT_STATS_INTERVAL, job_name, render_job
+from mobius.pods.volumes import plan_volumes
 from mobius.runtime.base import Runtime
 from mobius.slurm.commands import SlurmClient
 from mobius.state import Job, JobTable, PodPaths, PodStore
@@ -51,6 +54,8 @@ class JobSettings(msgspec.Struct, frozen=True):
     node_name: str
     partition: str | None = None
     sbatch_concurrency: int = 8
+    stats_interval: int = DEFAULT_STATS_INTERVAL  # seconds between the jobs' usage samples
+    gres_map: dict[str, str] = msgspec.field(default_factory=lambda: dict(DEFAULT_GRES_MAP))
 
 
 async def recover_jobs(slurm: SlurmClient, jobs: JobTable, paths: PodPaths) -> int:
@@ -101,9 +106,11 @@ async def submit_pod(
     ``limiter`` caps concurrent sbatch calls only: fetching references, writing files and
     posting events run outside it, so they overlap with other pods' submissions.
 
-    ConfigMaps, Secrets, Services and node facts the environment refers to are fetched first.
-    A missing non-optional one leaves the pod Pending (container waiting reason and Warning
-    event ``CreateContainerConfigError``, as the kubelet reports it): this call returns after
+    ConfigMaps, Secrets, Services and node facts the environment and volumes refer to are
+    fetched first, and the volumes written under the pod's folder (with new service-account
+    tokens) before sbatch. A missing non-optional one leaves the pod Pending (container waiting
+    reason and Warning event ``CreateContainerConfigError``, or ``FailedMount`` for a volume, as
+    the kubelet reports them): this call returns after
     ``CONFIG_RETRY`` seconds without a job entry, so ``serve_jobs`` tries again while the pod
     exists, and the pod starts once the object is created.
     """
@@ -111,14 +118,24 @@ async def submit_pod(
     pod_dir = paths.pod_dir(uid)
     try:
         refs = await fetch_refs(kube, pod, node_name=settings.node_name, cache=cache)
+        volumes = plan_volumes(pod, refs=refs, pod_dir=str(pod_dir))
         spec = render_job(
-            pod, pod_dir=str(pod_dir), runtime=runtime, partition=settings.partition, refs=refs
+            pod,
+            pod_dir=str(pod_dir),
+            runtime=runtime,
+            partition=settings.partition,
+            refs=refs,
+            stats_interval=settings.stats_interval,
+            gres_map=settings.gres_map,
+            volumes=volumes,
         )
+        tokens = await request_tokens(kube, pod, volumes)
     except MissingReference as exc:
         await _report_config_error(kube, pod, exc, host=settings.node_name)
         await trio.sleep(CONFIG_RETRY)
         return
     except (InvalidPodSpec, ParseError) as exc:
+        POD_FAILURES.labels("InvalidPodSpec").inc()
         jobs.set(uid, Job(job_id="", error=str(exc), reason="InvalidPodSpec"))
         await emit_event(
             kube,
@@ -129,7 +146,7 @@ async def submit_pod(
             host=settings.node_name,
         )
         return
-    for warning in pod_warnings(pod, refs=refs, runtime=runtime.name):
+    for warning in (*pod_warnings(pod, refs=refs, runtime=runtime.name), *volumes.warnings):
         await emit_event(
             kube,
             pod,
@@ -143,6 +160,7 @@ async def submit_pod(
         (pod_dir / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(pod_dir, 0o700)
         _write_private(pod_dir / "job.sh", spec.script)
+        write_volumes(pod_dir, volumes, tokens)
 
     await trio.to_thread.run_sync(prepare)
     try:
@@ -151,6 +169,7 @@ async def submit_pod(
     except SlurmCommandError as exc:
         message = f"sbatch refused the job: {exc.stderr}"
         if not _retryable(exc):
+            POD_FAILURES.labels("SlurmSubmitFailed").inc()
             jobs.set(uid, Job(job_id="", error=message, reason="SlurmSubmitFailed"))
             await emit_event(
                 kube,
@@ -176,6 +195,7 @@ async def submit_pod(
     if retry is not None:
         retry.pop(uid, None)
     jobs.set(uid, Job(job_id=job_id, submitted_at=trio.current_time()))
+    PODS_SUBMITTED.inc()
     await trio.to_thread.run_sync(_write_private, paths.job_id_file(uid), job_id + "\n")
     await emit_event(
         kube,
@@ -242,7 +262,9 @@ async def _report_config_error(
     ):
         return  # already reported: the watch brought our own status back
     log.info("pod %s waits: %s", pod.key, exc)
-    await emit_event(kube, pod, reason=CONFIG_ERROR, type="Warning", message=str(exc), host=host)
+    mount = exc.field.startswith(("spec.volumes", "spec.serviceAccountName"))
+    reason = "FailedMount" if mount else CONFIG_ERROR
+    await emit_event(kube, pod, reason=reason, type="Warning", message=str(exc), host=host)
     ns, name = pod.metadata.namespace, pod.metadata.name
     try:
         await kube.merge_patch(f"/api/v1/namespaces/{ns}/pods/{name}/status", {"status": status})
@@ -378,7 +400,7 @@ def _write_grace(paths: PodPaths, uid: str, grace: int) -> None:
 
 
 async def _job_state(slurm: SlurmClient, job_id: str) -> str | None:
-    return next((r.state for r in await slurm.squeue() if r.job_id == job_id), None)
+    return await slurm.job_state(job_id)
 
 
 _LIVE = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "SIGNALING", "STAGE_OUT")

@@ -35,6 +35,7 @@ import trio
 
 from mobius._fast import SqueueRow, diff_rows
 from mobius.errors import ParseError, SlurmCommandError
+from mobius.metrics import ERRORS
 from mobius.models import Pod
 from mobius.pods.records import PodRecord, pod_record
 from mobius.pods.script import job_name
@@ -345,8 +346,10 @@ async def serve_status_poller(
     interval: float = 1.0,
     host_ip: str | None = None,
     accounting: Accounting | None = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[StatusPoller] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
+    """Poll squeue every ``interval`` seconds and send the status updates the changes call for.
+    Started, it hands over its :class:`StatusPoller` (whose ``rows`` the metrics read)."""
     poller = StatusPoller(
         store=store, jobs=jobs, paths=paths, host_ip=host_ip, accounting=accounting
     )
@@ -357,13 +360,14 @@ async def serve_status_poller(
             rows = await slurm.squeue()
         except (SlurmCommandError, ParseError) as exc:
             log.warning("squeue failed: %s; keeping the last known statuses", exc)
+            ERRORS.labels("status-poller").inc()
             await trio.sleep(interval)
             continue
         for update in await poller.tick(rows, began=began):
             await updates.send(update)
         log.debug("status tick: %s", poller.last)
         if not started:
-            task_status.started()
+            task_status.started(poller)
             started = True
         await trio.sleep(max(0.0, interval - (trio.current_time() - began)))
 

@@ -13,12 +13,19 @@ from types import ModuleType
 
 import pytest
 
-from mobius._fast import SqueueRow, _diff_py, _squeue_py
+from mobius._fast import (
+    SacctRow,
+    SqueueRow,
+    _diff_py,
+    _sacct_py,
+    _slurm_json,
+    _slurm_json_py,
+    _squeue_py,
+)
 
 Parser = Callable[[str], list[SqueueRow]]
-Differ = Callable[
-    [dict[str, SqueueRow], list[SqueueRow]], tuple[dict[str, SqueueRow], list[str]]
-]
+SacctParser = Callable[[str], list[SacctRow]]
+Differ = Callable[[dict[str, SqueueRow], list[SqueueRow]], tuple[dict[str, SqueueRow], list[str]]]
 
 
 def extensions_required() -> bool:
@@ -65,3 +72,24 @@ def differ(request: pytest.FixtureRequest) -> Differ:
         return _diff_py.diff_rows
     diff: Differ = compiled_module("_diff").diff_rows
     return diff
+
+
+@pytest.fixture(scope="session")
+def compiled_sacct_parser() -> SacctParser:
+    parse: SacctParser = compiled_module("_sacct").parse_sacct
+    return parse
+
+
+@pytest.fixture(scope="session", params=["python", "compiled"])
+def sacct_parser(request: pytest.FixtureRequest) -> SacctParser:
+    """``parse_sacct`` of each twin (session-scoped, so hypothesis may use it too)."""
+    if request.param == "python":
+        return _sacct_py.parse_sacct
+    parse: SacctParser = compiled_module("_sacct").parse_sacct
+    return parse
+
+
+@pytest.fixture(scope="session", params=["python", "msgspec"])
+def json_twin(request: pytest.FixtureRequest) -> ModuleType:
+    """The ``--json`` decoders of each twin: the stdlib reference and msgspec."""
+    return _slurm_json_py if request.param == "python" else _slurm_json

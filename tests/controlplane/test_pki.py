@@ -12,10 +12,12 @@ import pytest
 import trio
 import trio.testing
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from mobius.controlplane.pki import (
+    FRONT_PROXY_CLIENT_NAME,
     Pki,
     client_ssl_context,
     issue_cert,
@@ -77,12 +79,28 @@ def test_the_ca_is_a_self_signed_ca_for_ten_years(pki: Pki) -> None:
 
 def test_every_certificate_is_signed_by_the_ca(pki: Pki) -> None:
     ca = _cert(pki.ca_cert)
-    leaves = [p for p in _cert_files(pki) if p != pki.ca_cert]
+    front_proxy = {pki.front_proxy_ca_cert, pki.front_proxy_client_cert}
+    leaves = [p for p in _cert_files(pki) if p != pki.ca_cert and p not in front_proxy]
     assert len(leaves) == 6
     for path in leaves:
         _cert(path).verify_directly_issued_by(ca)
         pair = load_cert_and_key(path, path.with_suffix(".key"))
         assert pair.cert.public_key() == pair.key.public_key(), path
+
+
+def test_the_front_proxy_has_a_ca_of_its_own(pki: Pki) -> None:
+    """A cluster certificate must never pass for the aggregation layer's proxy (which names the
+    user in headers), so its client certificate comes from a separate CA."""
+    proxy_ca, client = _cert(pki.front_proxy_ca_cert), _cert(pki.front_proxy_client_cert)
+    client.verify_directly_issued_by(proxy_ca)
+    with pytest.raises((ValueError, InvalidSignature)):
+        client.verify_directly_issued_by(_cert(pki.ca_cert))
+    cn = client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    assert cn == FRONT_PROXY_CLIENT_NAME
+    usage = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in usage
+    pair = load_cert_and_key(pki.front_proxy_client_cert, pki.front_proxy_client_key)
+    assert pair.cert.public_key() == pair.key.public_key()
 
 
 @pytest.mark.parametrize(
@@ -134,7 +152,7 @@ def test_servers_of_loopback_ports_verify_for_127_0_0_1(pki: Pki) -> None:
 
 def test_key_files_are_private(pki: Pki) -> None:
     keys = sorted(pki.dir.glob("*.key"))
-    assert len(keys) == 8  # CA, six leaves, the service-account key
+    assert len(keys) == 10  # two CAs, seven leaves, the service-account key
     for path in keys:
         assert path.stat().st_mode & 0o777 == 0o600, path
     assert pki.dir.stat().st_mode & 0o777 == 0o700
@@ -178,8 +196,11 @@ def test_a_broken_ca_reissues_everything(pki: Pki) -> None:
     after = _snapshot(pki)
     changed = {name for name in before if before[name] != after[name]}
     # Tokens already issued stay valid: the service-account key pair does not depend on the CA.
+    # Nor does the front proxy's pair: it has a CA of its own.
     assert changed == {p.name for p in pki.dir.iterdir() if p.suffix in (".crt", ".key")} - {
-        "sa.key"
+        "sa.key",
+        *(p.name for p in (pki.front_proxy_ca_cert, pki.front_proxy_ca_key)),
+        *(p.name for p in (pki.front_proxy_client_cert, pki.front_proxy_client_key)),
     }
     test_every_certificate_is_signed_by_the_ca(pki)
 

@@ -13,8 +13,10 @@ from mobius.kubelet.auth import (
     Attributes,
     Authenticator,
     AuthMiddleware,
+    FrontProxy,
     User,
     authorize,
+    metrics_api_attributes,
     request_attributes,
     user_from_certificate,
 )
@@ -49,8 +51,13 @@ def test_path_and_method_to_attributes(method: str, path: str, verb: str, subres
 
 def test_certificate_names_the_user_and_groups() -> None:
     ca = new_ca()
-    cert = issue_cert(ca, common_name="kube-apiserver-kubelet-client", organizations=["system:masters"],
-                      server=False, client=True)
+    cert = issue_cert(
+        ca,
+        common_name="kube-apiserver-kubelet-client",
+        organizations=["system:masters"],
+        server=False,
+        client=True,
+    )
     from cryptography.hazmat.primitives import serialization
 
     user = user_from_certificate(cert.cert.public_bytes(serialization.Encoding.DER))
@@ -69,10 +76,15 @@ class FakeApi:
         await trio.lowlevel.checkpoint()
         if path.endswith("tokenreviews"):
             user = self.tokens.get(body["spec"]["token"])
-            status = {"authenticated": True, "user": {"username": user, "groups": ["g"]}} if user else {}
+            status = (
+                {"authenticated": True, "user": {"username": user, "groups": ["g"]}} if user else {}
+            )
             return json.dumps({"status": status}).encode()
         spec = body["spec"]
-        ok = spec["user"] in self.allowed_users and spec["resourceAttributes"]["subresource"] == "proxy"
+        ok = (
+            spec["user"] in self.allowed_users
+            and spec["resourceAttributes"]["subresource"] == "proxy"
+        )
         return json.dumps({"status": {"allowed": ok}}).encode()
 
 
@@ -81,15 +93,22 @@ async def test_tokens_reviews_and_cache(autojump_clock: trio.testing.MockClock) 
     auth = Authenticator(api, node_name="n1", ttl=10)
 
     async def ask(token: str, path: str = "/containerLogs/a/b/c") -> tuple[int, str]:
-        d = await authorize(auth, method="GET", path=path, cert_der=None, authorization=f"Bearer {token}")
+        d = await authorize(
+            auth, method="GET", path=path, cert_der=None, authorization=f"Bearer {token}"
+        )
         return d.status, d.message
 
     assert await ask("good") == (200, "")
     assert await ask("good") == (200, "")
     assert len(api.calls) == 2  # one TokenReview, one SubjectAccessReview: then cached
-    assert await ask("meh") == (403, "Forbidden (user=bob, verb=get, resource=nodes, subresource=proxy)")
+    assert await ask("meh") == (
+        403,
+        "Forbidden (user=bob, verb=get, resource=nodes, subresource=proxy)",
+    )
     assert await ask("good", "/stats/summary") == (
-        403, "Forbidden (user=alice, verb=get, resource=nodes, subresource=stats)")
+        403,
+        "Forbidden (user=alice, verb=get, resource=nodes, subresource=stats)",
+    )
     assert await ask("nope") == (401, "Unauthorized")
     d = await authorize(auth, method="GET", path="/x", cert_der=None, authorization="")
     assert d.status == 401
@@ -98,8 +117,15 @@ async def test_tokens_reviews_and_cache(autojump_clock: trio.testing.MockClock) 
     assert await ask("good") == (200, "")
     assert len(api.calls) == calls + 2  # the cache expired
     sar = api.calls[-1][1]["spec"]
-    assert sar["resourceAttributes"] == {"verb": "get", "resource": "nodes", "subresource": "proxy",
-                                         "name": "n1", "version": "v1", "group": ""}
+    assert sar["resourceAttributes"] == {
+        "verb": "get",
+        "resource": "nodes",
+        "subresource": "proxy",
+        "name": "n1",
+        "version": "v1",
+        "group": "",
+        "namespace": "",
+    }
     assert sar["groups"] == ["g"]
 
 
@@ -129,3 +155,107 @@ async def test_middleware_answers_401_and_passes_the_user_on() -> None:
     await mw({**scope, "headers": [(b"authorization", b"Bearer good")]}, receive, send)
     assert sent[0]["status"] == 200
     assert seen == [User(name="alice", groups=("g",))]
+
+
+# --- the aggregation layer's front proxy (metrics.k8s.io) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/apis/metrics.k8s.io/v1beta1/namespaces/ns1/pods", ("list", "pods", "ns1", "")),
+        ("/apis/metrics.k8s.io/v1beta1/namespaces/ns1/pods/p1", ("get", "pods", "ns1", "p1")),
+        ("/apis/metrics.k8s.io/v1beta1/pods", ("list", "pods", "", "")),
+        ("/apis/metrics.k8s.io/v1beta1/nodes/n1", ("get", "nodes", "", "n1")),
+        ("/apis/metrics.k8s.io/v1beta1", None),
+        ("/apis/metrics.k8s.io/", None),
+    ],
+)
+def test_metrics_api_attributes(path: str, expected: tuple[str, str, str, str] | None) -> None:
+    attrs = metrics_api_attributes("GET", path)
+    if expected is None:
+        assert attrs is None
+        return
+    assert attrs is not None
+    assert (attrs.verb, attrs.resource, attrs.namespace, attrs.name) == expected
+    assert (attrs.group, attrs.version, attrs.subresource) == ("metrics.k8s.io", "v1beta1", "")
+
+
+def _der(pair: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return bytes(pair.cert.public_bytes(serialization.Encoding.DER))
+
+
+class MetricsApi(FakeApi):
+    """A stand-in for the API server's reviews (a unit test of the decision logic; the e2e tests
+    run it against the real API server): alice may list pod metrics in ns1 only."""
+
+    async def create(self, path: str, body: Any) -> bytes:
+        self.calls.append((path, body))
+        await trio.lowlevel.checkpoint()
+        ra = body["spec"]["resourceAttributes"]
+        ok = (
+            body["spec"]["user"] == "alice"
+            and ra["group"] == "metrics.k8s.io"
+            and ra["namespace"] == "ns1"
+        )
+        return json.dumps({"status": {"allowed": ok}}).encode()
+
+
+async def test_front_proxy_acts_for_the_user_in_its_headers() -> None:
+    proxy_ca, cluster_ca = new_ca(common_name="front-proxy-ca"), new_ca()
+    proxy = issue_cert(proxy_ca, common_name="front-proxy-client", server=False, client=True)
+    stranger = issue_cert(proxy_ca, common_name="someone-else", server=False, client=True)
+    forged = issue_cert(cluster_ca, common_name="front-proxy-client", server=False, client=True)
+    api = MetricsApi(tokens={}, allowed=set())
+    auth = Authenticator(
+        api,
+        node_name="n1",
+        front_proxy=FrontProxy(ca=proxy_ca.cert, names=frozenset({"front-proxy-client"})),
+    )
+    headers = [
+        (b"X-Remote-User", b"alice"),
+        (b"X-Remote-Group", b"devs"),
+        (b"X-Remote-Extra-Scopes%2Fx", b"y"),
+    ]
+
+    async def ask(cert: Any, path: str, hdrs: Any = headers) -> int:
+        d = await authorize(
+            auth, method="GET", path=path, cert_der=_der(cert), authorization="", headers=hdrs
+        )
+        return d.status
+
+    pods = "/apis/metrics.k8s.io/v1beta1/namespaces/ns1/pods"
+    assert await ask(proxy, pods) == 200
+    spec = api.calls[-1][1]["spec"]
+    assert (spec["user"], spec["groups"], spec["extra"]) == ("alice", ["devs"], {"scopes/x": ["y"]})
+    assert await ask(proxy, "/apis/metrics.k8s.io/v1beta1/namespaces/ns2/pods") == 403
+    assert await ask(proxy, "/apis/metrics.k8s.io/v1beta1") == 200  # discovery: any user
+    assert await ask(proxy, pods, hdrs=[]) == 401  # a proxy naming nobody
+    assert await ask(stranger, pods) == 401  # signed by the proxy CA, but not an allowed name
+    # A cluster certificate with the proxy's name is just a user called front-proxy-client.
+    calls = len(api.calls)
+    assert await ask(forged, pods) == 403
+    assert api.calls[calls][1]["spec"]["user"] == "front-proxy-client"
+
+
+async def test_front_proxy_reaches_only_the_metrics_api_and_discovery() -> None:
+    proxy_ca = new_ca(common_name="front-proxy-ca")
+    proxy = issue_cert(proxy_ca, common_name="front-proxy-client", server=False, client=True)
+    auth = Authenticator(
+        MetricsApi(tokens={}, allowed=set()),
+        node_name="n1",
+        front_proxy=FrontProxy(ca=proxy_ca.cert, names=frozenset({"front-proxy-client"})),
+    )
+    headers = [(b"X-Remote-User", b"system:masters-user"), (b"X-Remote-Group", b"system:masters")]
+    for path, status in [
+        ("/openapi/v2", 200),
+        ("/apis", 200),
+        ("/containerLogs/a/b/c", 403),
+        ("/pods", 403),
+    ]:
+        d = await authorize(
+            auth, method="GET", path=path, cert_der=_der(proxy), authorization="", headers=headers
+        )
+        assert d.status == status, path

@@ -414,10 +414,10 @@ def test_unhonoured_security_fields_make_one_warning() -> None:
 
 
 def test_apptainer_ignores_the_user() -> None:
-    pod = pod_with({"securityContext": {"runAsUser": 1000}})
+    pod = pod_with({"securityContext": {"runAsUser": 4321}})
     script = render_job(pod, pod_dir="/p", runtime=Apptainer()).script
     assert "--user" not in script
-    assert "1000" not in script
+    assert "4321" not in script
 
 
 # --- nothing reaches the shell; the pod IP arrives ----------------------------------------------

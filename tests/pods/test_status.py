@@ -146,3 +146,47 @@ def test_crash_loop_between_restarts_and_last_state_after() -> None:
 def test_on_failure_success_is_final() -> None:
     files = {"pod.started": NOW, "c/c.started": NOW, "c/c.exit": f"0 {NOW}"}
     assert status("RUNNING", files, restart="OnFailure")["phase"] == "Succeeded"
+
+
+def test_a_failed_init_container_leaves_what_follows_waiting() -> None:
+    p = msgspec.convert(
+        {
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+            "spec": {
+                "restartPolicy": "Never",
+                "initContainers": [{"name": "i1", "image": "b"}, {"name": "i2", "image": "b"}],
+                "containers": [{"name": "c", "image": "b"}],
+            },
+        },
+        Pod,
+    )
+    files = {"pod.started": NOW, "c/i1.started": NOW, "c/i1.exit": f"4 {NOW}"}
+    st = pod_status(
+        p,
+        job=JobView(job_id="7", state="FAILED", reason="NonZeroExitCode"),
+        record=pod_record(files),
+        submitted=True,
+        now=NOW,
+    )
+    assert st["phase"] == "Failed"
+    i1, i2 = st["initContainerStatuses"]
+    assert i1["state"]["terminated"]["exitCode"] == 4
+    assert i2["state"] == {"waiting": {"reason": "PodInitializing"}}
+    assert st["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
+
+
+def test_a_container_that_restarted_then_succeeded_keeps_its_last_state() -> None:
+    files = {
+        "pod.started": NOW,
+        "c/c.started": NOW,
+        "c/c.exit": f"0 {NOW}",
+        "c/c.last": "1 2026-01-01T00:00:05Z",
+        "c/c.restarts": "2",
+    }
+    st = status("COMPLETED", files, restart="OnFailure")
+    (c,) = st["containerStatuses"]
+    assert c["restartCount"] == 2
+    assert c["state"]["terminated"]["exitCode"] == 0
+    assert c["lastState"] == {
+        "terminated": {"exitCode": 1, "reason": "Error", "finishedAt": "2026-01-01T00:00:05Z"}
+    }

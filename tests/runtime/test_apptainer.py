@@ -23,7 +23,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mobius.errors import ConfigError
+from mobius.errors import ConfigError, InvalidPodSpec
 from mobius.models import Pod
 from mobius.pods.logformat import LogOptions, render
 from mobius.pods.script import render_job
@@ -396,6 +396,44 @@ def test_run_argv_with_host_network_fakeroot_and_singularity(node: Node) -> None
     assert env["SINGULARITYENV_A"] == "1"
 
 
+def test_volumes_become_bind_flags(node: Node) -> None:
+    host = node.root / "host"
+    host.mkdir()
+    pod = make_pod(
+        volumes=[
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "host", "hostPath": {"path": str(host), "type": "Directory"}},
+        ],
+        containers=[
+            {
+                "name": "c",
+                "image": "/images/tools.sif",
+                "command": ["true"],
+                "volumeMounts": [
+                    {"name": "host", "mountPath": "/data/in", "subPath": "in", "readOnly": True},
+                    {"name": "scratch", "mountPath": "/data"},
+                ],
+            }
+        ],
+    )
+    proc = run_pod(pod, node)
+    assert proc.returncode == 0, proc.stderr
+    (run,) = node.calls("exec")
+    binds = [run[i + 1] for i, a in enumerate(run) if a == "--bind"]
+    assert binds == [f"{node.root}/pod/volumes/scratch:/data", f"{host}/in:/data/in:ro"]
+    assert run.index("--bind") < run.index("/images/tools.sif")
+    assert (host / "in").is_dir()
+    for path in ("/a,b", "/a:b"):
+        comma = make_pod(
+            volumes=[{"name": "h", "emptyDir": {}}],
+            containers=[
+                {"name": "c", "image": "i", "volumeMounts": [{"name": "h", "mountPath": path}]}
+            ],
+        )
+        with pytest.raises(InvalidPodSpec, match="apptainer --bind cannot carry"):
+            render_job(comma, pod_dir="/p", runtime=Apptainer())
+
+
 def test_init_failure_stops_the_pod(node: Node) -> None:
     pod = make_pod(initContainers=[{"name": "init", "image": "busybox:1.36", "command": ["false"]}])
     proc = run_pod(pod, node, env={"FAKE_EXIT": "4"})
@@ -586,6 +624,36 @@ async def run_command(argv: list[str], env: Mapping[str, str]) -> str:
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
 
 
+async def run_through_slurm(
+    pod: Pod, node: Node, root: Path, pod_dir: Path, *exports: str
+) -> tuple[str, str]:
+    """Submit the pod's script to a private Slurm; (final state, job id)."""
+    await trio.Path(pod_dir).mkdir()
+    job = render_job(pod, pod_dir=str(pod_dir), runtime=Apptainer(image_cache=str(node.cache)))
+    script = root / "job.sh"
+    await trio.Path(script).write_text(job.script)
+    export = ",".join(
+        ["--export=ALL", f"PATH={node.env['PATH']}", f"RECORD_DIR={node.record}", *exports]
+    )
+    async with trio.open_nursery() as nursery:
+        slurm: SlurmEnvironment = await nursery.start(
+            serve_private_slurm, PrivateSlurmSettings(root=root / "slurm")
+        )
+        out = await run_command(["sbatch", *job.sbatch_args, export, str(script)], slurm.env)
+        job_id = out.strip().split(";")[0]
+        with trio.fail_after(60):
+            while True:
+                state = await run_command(
+                    ["squeue", "--noheader", "--states=all", f"--jobs={job_id}", "--format=%T"],
+                    slurm.env,
+                )
+                if state.strip() in FINAL_STATES:
+                    break
+                await trio.sleep(0.2)
+        nursery.cancel_scope.cancel()
+    return state.strip(), job_id
+
+
 @pytest.mark.e2e
 async def test_job_runs_through_slurm() -> None:
     root = Path(tempfile.mkdtemp(prefix="mob-"))
@@ -603,28 +671,8 @@ async def test_job_runs_through_slurm() -> None:
             ],
         )
         pod_dir = root / "pod"
-        pod_dir.mkdir()
-        job = render_job(pod, pod_dir=str(pod_dir), runtime=Apptainer(image_cache=str(node.cache)))
-        script = root / "job.sh"
-        script.write_text(job.script)
-        export = f"--export=ALL,PATH={node.env['PATH']},RECORD_DIR={node.record},FAKE_RUN_EXIT=3"
-        async with trio.open_nursery() as nursery:
-            slurm: SlurmEnvironment = await nursery.start(
-                serve_private_slurm, PrivateSlurmSettings(root=root / "slurm")
-            )
-            out = await run_command(["sbatch", *job.sbatch_args, export, str(script)], slurm.env)
-            job_id = out.strip().split(";")[0]
-            with trio.fail_after(60):
-                while True:
-                    state = await run_command(
-                        ["squeue", "--noheader", "--states=all", f"--jobs={job_id}", "--format=%T"],
-                        slurm.env,
-                    )
-                    if state.strip() in FINAL_STATES:
-                        break
-                    await trio.sleep(0.2)
-            nursery.cancel_scope.cancel()
-        assert state.strip() == "FAILED"
+        state, job_id = await run_through_slurm(pod, node, root, pod_dir, "FAKE_RUN_EXIT=3")
+        assert state == "FAILED"
         ctl = pod_dir / "ctl"
         assert container_exit(pod_dir, "init") == 0
         assert container_exit(pod_dir) == 3
@@ -647,5 +695,50 @@ async def test_job_runs_through_slurm() -> None:
         (env,) = node.environments("run")
         assert env["APPTAINERENV_GREETING"] == 'hi, "you"=x'
         assert env["SLURM_JOB_ID"] == job_id
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.e2e
+async def test_mpi_launcher_starts_one_container_per_rank_through_slurm() -> None:
+    """``slurm.mobius.io/mpi: srun``: real srun inside the real job starts the runtime once per
+    rank, each with the container's environment and its own SLURM_PROCID."""
+    root = Path(tempfile.mkdtemp(prefix="mob-"))
+    try:
+        node = Node(root / "node")
+        pod = msgspec.convert(
+            {
+                "metadata": {
+                    "name": "p",
+                    "namespace": "ns",
+                    "uid": "0000-mpi",
+                    "annotations": {
+                        "slurm.mobius.io/mpi": "srun --ntasks=2 --cpus-per-task=1",
+                        "slurm.mobius.io/ntasks": "2",
+                    },
+                },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "solver",
+                            "image": "busybox:1.36",
+                            "command": ["./solve"],
+                            "env": [{"name": "MESH", "value": "fine"}],
+                        },
+                        {"name": "side", "image": "busybox:1.36", "command": ["true"]},
+                    ],
+                },
+            },
+            Pod,
+        )
+        state, job_id = await run_through_slurm(pod, node, root, root / "pod")
+        assert state == "COMPLETED"
+        ranks = [env for env in node.environments("exec") if env.get("APPTAINERENV_MESH")]
+        assert sorted(env["SLURM_PROCID"] for env in ranks) == ["0", "1"]
+        assert {env["SLURM_JOB_ID"] for env in ranks} == {job_id}
+        # The sidecar is not an MPI program: it runs once, outside srun.
+        side = [c for c in node.calls("exec") if c[-1] == "true"]
+        assert len(side) == 1
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -269,3 +269,40 @@ def test_generated_conf_uses_its_own_munge_socket(tmp_path: Path) -> None:
         assert len(str(layout.munge_socket)) < 108
     finally:
         cluster._clean_up(layout)
+
+
+async def test_declared_gpus_schedule_gres_jobs(tmp_path: Path) -> None:
+    settings = PrivateSlurmSettings(root=tmp_path / "slurm", gpus_per_node=2)
+    async with private_slurm(settings) as slurm:
+        node = await run(["scontrol", "show", "node", "--oneliner"], slurm.env)
+        assert "Gres=gpu:2" in node
+        job_id = await sbatch(slurm.env, "--output=/dev/null", "--gres=gpu:2", "--wrap=true")
+        assert await wait_for_state(slurm.env, job_id, "COMPLETED", "FAILED") == "COMPLETED"
+        job = await run(["scontrol", "show", "job", "--oneliner", job_id], slurm.env)
+        assert "TresPerNode=gres:gpu:2" in job
+        # More than the node has can never run: sbatch refuses it.
+        refused = await trio.run_process(
+            ["sbatch", "--gres=gpu:3", "--wrap=true"],
+            env={**os.environ, **slurm.env},
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert refused.returncode != 0
+
+
+async def test_job_state_asks_for_one_job(tmp_path: Path) -> None:
+    from mobius.slurm.commands import SlurmClient
+
+    async with private_slurm(PrivateSlurmSettings(root=tmp_path / "slurm")) as slurm:
+        client = SlurmClient(env=slurm.env)
+        job_id = await sbatch(slurm.env, "--output=/dev/null", "--wrap=sleep 30")
+        other = await sbatch(slurm.env, "--output=/dev/null", "--wrap=true")
+        await wait_for_state(slurm.env, job_id, "RUNNING")
+        assert await client.job_state(job_id) == "RUNNING"
+        assert await wait_for_state(slurm.env, other, "COMPLETED") == "COMPLETED"
+        assert await client.job_state(other) == "COMPLETED"
+        assert await client.job_state("999999") is None  # never existed / left the queue
+        await run(["scancel", job_id], slurm.env)
+        await wait_for_state(slurm.env, job_id, "CANCELLED")
+        assert await client.job_state(job_id) == "CANCELLED"
