@@ -41,6 +41,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--quick", action="store_true", help="CI sizes and rounds (the default)")
     group.addoption("--full", action="store_true", help="full sizes and more rounds")
     group.addoption(
+        "--scale",
+        type=int,
+        default=0,
+        help="run the scale benchmark with this many pods through the stack (e.g. 10000)",
+    )
+    group.addoption(
         "--results",
         default=".benchmarks/results.json",
         help="where to write the JSON of results (default: %(default)s)",
