@@ -44,7 +44,7 @@ $(STAMPS)/venv: pyproject.toml setup.py | $(PY)
 
 venv: $(STAMPS)/venv
 
-$(STAMPS)/extensions: $(STAMPS)/venv $(wildcard mobius/_fast/*.pyx) setup.py
+$(STAMPS)/extensions: $(STAMPS)/venv $(wildcard mobius/_fast/*.pyx mobius/_fast/*.pxi) setup.py
 	$(PY) setup.py -q build_ext --inplace
 	@touch $@
 

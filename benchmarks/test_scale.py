@@ -17,14 +17,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import ssl
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import Stack
@@ -64,15 +62,8 @@ def _pod(i: int) -> dict[str, Any]:
 
 
 def _kubelet_metrics(stack: Stack) -> dict[tuple[str, str], float]:
-    node = stack.get_json("node", "mobius")
-    port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-    pki = stack.home / "controlplane" / "pki"
-    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-    with httpx.Client(verify=ctx, timeout=60) as client:
-        text = client.get(f"https://127.0.0.1:{port}/metrics").text
     out: dict[tuple[str, str], float] = {}
-    for line in text.splitlines():
+    for line in stack.kubelet_get("/metrics").splitlines():
         m = re.match(r"^(\w+)(\{[^}]*\})? (\S+)$", line)
         if m:
             out[(m[1], m[2] or "")] = float(m[3])

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mobius.controlplane import free_port
@@ -75,6 +77,25 @@ class Stack:
             name, job_id = line.split("|")
             jobs.setdefault(name, []).append(job_id)
         return jobs
+
+    def apply(self, *objects: dict) -> str:  # type: ignore[type-arg]
+        """``kubectl apply`` of these objects, as one List."""
+        items = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+        return self.kubectl("apply", "-f", "-", stdin=json.dumps(items))
+
+    def kubelet_get(self, path: str) -> str:
+        """GET ``path`` from the kubelet port as the cluster admin (a client certificate), the
+        way metrics-server and Prometheus read a kubelet (the node's address is loopback here,
+        which the API server's node proxy refuses to reach)."""
+        node = self.get_json("node", "mobius")
+        port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        pki = self.home / "controlplane" / "pki"
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        with httpx.Client(verify=ctx, timeout=60) as client:
+            resp = client.get(f"https://127.0.0.1:{port}{path}")
+        assert resp.status_code == 200, resp.text
+        return resp.text
 
     def get_json(self, *args: str) -> dict:  # type: ignore[type-arg]
         return json.loads(self.kubectl("get", *args, "-o", "json"))  # type: ignore[no-any-return]

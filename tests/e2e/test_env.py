@@ -3,7 +3,6 @@ IP only the job knows), $(VAR) in args; a pod whose ConfigMap is missing waits f
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -11,15 +10,6 @@ import pytest
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.e2e
-
-
-def _apply(stack: Stack, *objects: dict[str, Any]) -> None:
-    stack.kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}),
-    )
 
 
 def _pod(name: str, container: dict[str, Any]) -> dict[str, Any]:
@@ -46,8 +36,7 @@ def _ended(stack: Stack, name: str) -> bool:
 
 
 def test_env_from_config_maps_secrets_fields_and_args(stack: Stack) -> None:
-    _apply(
-        stack,
+    stack.apply(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -109,8 +98,7 @@ def test_env_from_config_maps_secrets_fields_and_args(stack: Stack) -> None:
 
 
 def test_missing_config_map_waits_then_starts(stack: Stack) -> None:
-    _apply(
-        stack,
+    stack.apply(
         _pod(
             "env-wait",
             {
@@ -140,8 +128,7 @@ def test_missing_config_map_waits_then_starts(stack: Stack) -> None:
         events = stack.kubectl("get", "events", "--field-selector=involvedObject.name=env-wait")
         assert "CreateContainerConfigError" in events
         assert _status(stack, "env-wait")["phase"] == "Pending"  # still waiting, not failed
-        _apply(
-            stack,
+        stack.apply(
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",

@@ -8,29 +8,14 @@ from __future__ import annotations
 
 import json
 import re
-import ssl
 import subprocess
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.e2e
-
-
-def _kubelet(stack: Stack, path: str) -> str:
-    """GET ``path`` from the kubelet port as the cluster admin (a client certificate)."""
-    node = stack.get_json("node", "mobius")
-    port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-    pki = stack.home / "controlplane" / "pki"
-    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-    with httpx.Client(verify=ctx, timeout=30) as client:
-        resp = client.get(f"https://127.0.0.1:{port}{path}")
-    assert resp.status_code == 200, resp.text
-    return resp.text
 
 
 def _busy_pod(stack: Stack, name: str) -> None:
@@ -73,13 +58,13 @@ def test_kubectl_top_and_the_kubelet_stats(stack: Stack) -> None:
         node = stack.kubectl("top", "node", "--no-headers", check=False)
         assert node.startswith("mobius")
 
-        summary = json.loads(_kubelet(stack, "/stats/summary"))
+        summary = json.loads(stack.kubelet_get("/stats/summary"))
         (pod,) = [p for p in summary["pods"] if p["podRef"]["name"] == "busy"]
         assert pod["cpu"]["usageCoreNanoSeconds"] > 0
         assert pod["memory"]["workingSetBytes"] > 0
         assert [c["name"] for c in pod["containers"]] == ["busy"]
 
-        text = _kubelet(stack, "/metrics/resource")
+        text = stack.kubelet_get("/metrics/resource")
         families = {f.name: f for f in text_string_to_metric_families(text)}
         samples = [
             s
@@ -89,7 +74,7 @@ def test_kubectl_top_and_the_kubelet_stats(stack: Stack) -> None:
         assert samples
         assert samples[0].value > 0
 
-        pods = json.loads(_kubelet(stack, "/pods"))
+        pods = json.loads(stack.kubelet_get("/pods"))
         assert "busy" in {p["metadata"]["name"] for p in pods["items"]}
     finally:
         stack.kubectl("delete", "pod", "busy", "--grace-period=1", "--wait=false", check=False)
@@ -101,7 +86,7 @@ def test_own_prometheus_metrics(stack: Stack) -> None:
         "counted to succeed",
         lambda: stack.get_json("pod", "counted").get("status", {}).get("phase") == "Succeeded",
     )
-    text = _kubelet(stack, "/metrics")
+    text = stack.kubelet_get("/metrics")
     values = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for f in text_string_to_metric_families(text)

@@ -10,7 +10,6 @@ server over HTTPS itself. The test reads the pod's token, ``ca.crt`` and namespa
 
 from __future__ import annotations
 
-import json
 import ssl
 import time
 from pathlib import Path
@@ -32,15 +31,6 @@ pytestmark = pytest.mark.e2e
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 LOOP = "trap 'exit 0' TERM; while :; do {}; sleep 1; done"
-
-
-def _apply(stack: Stack, *objects: dict[str, Any]) -> None:
-    stack.kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}),
-    )
 
 
 def _pod(name: str, *containers: dict[str, Any], **spec: Any) -> dict[str, Any]:
@@ -83,8 +73,7 @@ def _delete(stack: Stack, *what: str) -> None:
 
 
 def test_config_map_and_secret_files_follow_updates(stack: Stack) -> None:
-    _apply(
-        stack,
+    stack.apply(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -147,8 +136,7 @@ def test_config_map_and_secret_files_follow_updates(stack: Stack) -> None:
 
 def test_empty_dir_is_shared_by_the_pods_containers(stack: Stack) -> None:
     shared = [{"name": "shared", "mountPath": "/shared"}]
-    _apply(
-        stack,
+    stack.apply(
         _pod(
             "vol-empty",
             {
@@ -227,13 +215,12 @@ def test_the_service_account_token_reaches_the_api_server(stack: Stack, tmp_path
             "subjects": [{"kind": "ServiceAccount", "name": "vol-reader", "namespace": "default"}],
         },
     ]
-    _apply(stack, *rbac)
+    stack.apply(*rbac)
     stack.wait_for(
         "the service account",
         lambda: "vol-reader" in stack.kubectl("get", "serviceaccounts", "-o", "name"),
     )
-    _apply(
-        stack,
+    stack.apply(
         _pod(
             "vol-token",
             {"name": "main", "command": ["sh", "-c", LOOP.format(":")]},
@@ -292,8 +279,7 @@ def _renew_as_if_later(stack: Stack, raw: dict[str, Any]) -> int:
 
 
 def test_a_volume_waits_for_its_config_map(stack: Stack) -> None:
-    _apply(
-        stack,
+    stack.apply(
         _pod(
             "vol-wait",
             {
@@ -314,8 +300,7 @@ def test_a_volume_waits_for_its_config_map(stack: Stack) -> None:
         stack.wait_for("a FailedMount event", lambda: "vol-late" in failed_mount(), timeout=60)
         assert 'configmap "vol-late" not found' in failed_mount()
         assert _phase(stack, "vol-wait") == "Pending"
-        _apply(
-            stack,
+        stack.apply(
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
@@ -330,8 +315,7 @@ def test_a_volume_waits_for_its_config_map(stack: Stack) -> None:
 
 
 def test_an_unsupported_volume_fails_only_its_pod(stack: Stack) -> None:
-    _apply(
-        stack,
+    stack.apply(
         _pod("vol-alive", {"name": "main", "command": ["sh", "-c", LOOP.format(":")]}),
         _pod(
             "vol-gce",
