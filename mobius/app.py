@@ -11,8 +11,9 @@ Reading :func:`run_kubelet` tells what the program does:
    (activeDeadlineSeconds) and the volume task (ConfigMap/Secret contents, tokens renewed);
 4. the pod watch (initial LIST done) feeding pod UIDs to the job task;
 5. the pass-through scheduler binding unscheduled pods to our node;
-6. the status writer (coalesced pod status writes, events on phase changes);
-7. the status poller (first squeue snapshot diffed), feeding the writer.
+6. the status writer (coalesced pod status writes, events on phase changes), and beside it the
+   container events (probe failures, containers killed, failed hooks, image pulls);
+7. the status poller (first squeue snapshot diffed), feeding both.
 
 The job task starts before the watch so that a first LIST of any size can be handed over
 through the bounded channel without blocking start-up.
@@ -32,6 +33,7 @@ from mobius.config import KubeletSettings
 from mobius.kube.binding import serve_binder
 from mobius.kube.client import KubeClient
 from mobius.kube.credentials import load_credentials
+from mobius.kube.events import serve_container_events
 from mobius.kube.patching import serve_status_writer
 from mobius.kube.pods import serve_pod_watch
 from mobius.kube.volumes import serve_volume_updates
@@ -41,6 +43,7 @@ from mobius.metrics import REGISTRY as METRICS
 from mobius.metrics import StateCollector
 from mobius.metrics import render as render_metrics
 from mobius.node.heartbeat import NodeSettings, serve_node
+from mobius.pods.probes import ContainerEvent
 from mobius.runtime import runtime_named
 from mobius.slurm.commands import SlurmClient
 from mobius.slurm.deadlines import serve_deadlines
@@ -66,6 +69,7 @@ async def run_kubelet(
         log.info("recovered %d jobs from squeue and pod folders", recovered)
     changes_send, changes_recv = trio.open_memory_channel[str](10_000)
     updates_send, updates_recv = trio.open_memory_channel[tuple[str, dict[str, Any]]](10_000)
+    events_send, events_recv = trio.open_memory_channel[tuple[str, ContainerEvent]](1_000)
 
     async with (
         KubeClient(
@@ -199,6 +203,15 @@ async def run_kubelet(
                 node_name=settings.node_name,
             )
         )
+        await nursery.start(
+            partial(
+                serve_container_events,
+                kube,
+                store=store,
+                events=events_recv,
+                node_name=settings.node_name,
+            )
+        )
         poller = await nursery.start(
             partial(
                 serve_status_poller,
@@ -210,6 +223,7 @@ async def run_kubelet(
                 interval=settings.poll_interval,
                 accounting=slurm.sacct if await slurm.accounting_enabled() else None,
                 host_ip=settings.node_address,
+                events=events_send,
             )
         )
         collector = StateCollector(

@@ -35,6 +35,9 @@ class Stack:
         self.log = log
         self.kubeconfig = home / "kubeconfig"
         self.kubectl_path = home / "bin" / "kubectl"
+        # First on the PATH of the kubelet and its jobs, empty: a test may put a stand-in there
+        # for a program the jobs run (and must remove it when done).
+        self.path_first = home / "path-first"
 
     def kubectl(
         self, *args: str, check: bool = True, timeout: float = 60, stdin: str | None = None
@@ -125,6 +128,7 @@ def stack() -> Iterator[Stack]:
         pytest.fail(f"no kube-apiserver in {bin_dir}: run `make setup` first")
     # Short base folder: Unix socket paths (munge) must stay under 108 bytes.
     home = Path(tempfile.mkdtemp(prefix="mobius-e2e-"))
+    (home / "path-first").mkdir()
     log = home / "up.log"
     argv = [
         sys.executable,
@@ -150,7 +154,11 @@ def stack() -> Iterator[Stack]:
             argv,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "MOBIUS_KUBE_BIN": str(bin_dir)},
+            env={
+                **os.environ,
+                "MOBIUS_KUBE_BIN": str(bin_dir),
+                "PATH": f"{home / 'path-first'}:{os.environ['PATH']}",
+            },
         )
     s = Stack(home, process, log)
     try:

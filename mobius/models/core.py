@@ -153,6 +153,64 @@ class VolumeMount(_Model):
     recursive_read_only: str | None = None
 
 
+class ExecAction(_Model):
+    command: list[str] = []
+
+
+class HTTPHeader(_Model):
+    name: str
+    value: str = ""
+
+
+class HTTPGetAction(_Model):
+    port: int | str  # a number, or the name of one of the container's ports
+    path: str = ""
+    host: str = ""  # "": the pod's IP
+    scheme: str = "HTTP"
+    http_headers: list[HTTPHeader] = []
+
+
+class TCPSocketAction(_Model):
+    port: int | str
+    host: str = ""
+
+
+class GRPCAction(_Model):
+    port: int
+    service: str | None = None
+
+
+class SleepAction(_Model):
+    seconds: int
+
+
+class Probe(_Model):
+    """A startup, liveness or readiness probe, with the API server's defaults."""
+
+    exec: ExecAction | None = None
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    grpc: GRPCAction | None = None
+    initial_delay_seconds: int = 0
+    period_seconds: int = 10
+    timeout_seconds: int = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+    termination_grace_period_seconds: int | None = None
+
+
+class LifecycleHandler(_Model):
+    exec: ExecAction | None = None
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None  # deprecated; the kubelet does not run it
+    sleep: SleepAction | None = None
+
+
+class Lifecycle(_Model):
+    post_start: LifecycleHandler | None = None
+    pre_stop: LifecycleHandler | None = None
+
+
 class Container(_Model):
     name: str
     image: str = ""
@@ -169,6 +227,10 @@ class Container(_Model):
     security_context: SecurityContext | None = None
     volume_mounts: list[VolumeMount] = []
     volume_devices: list[dict[str, Any]] = []
+    startup_probe: Probe | None = None
+    liveness_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    lifecycle: Lifecycle | None = None
 
 
 class KeyToPath(_Model):
@@ -252,6 +314,11 @@ class HostPathVolumeSource(_Model):
     type: str | None = None
 
 
+class PersistentVolumeClaimVolumeSource(_Model):
+    claim_name: str = ""
+    read_only: bool = False
+
+
 class Volume(_Model):
     """A pod volume. The sources Mobius provides are typed; every other source of the core API
     is kept as a raw mapping only so that the pod can be refused with the volume's type named."""
@@ -269,7 +336,7 @@ class Volume(_Model):
     nfs: dict[str, Any] | None = None
     iscsi: dict[str, Any] | None = None
     glusterfs: dict[str, Any] | None = None
-    persistent_volume_claim: dict[str, Any] | None = None
+    persistent_volume_claim: PersistentVolumeClaimVolumeSource | None = None
     rbd: dict[str, Any] | None = None
     flex_volume: dict[str, Any] | None = None
     cinder: dict[str, Any] | None = None
@@ -296,6 +363,10 @@ class Volume(_Model):
         ]
 
 
+class LocalObjectReference(_Model):
+    name: str = ""
+
+
 class PodSpec(_Model):
     containers: list[Container] = []
     init_containers: list[Container] = []
@@ -314,6 +385,7 @@ class PodSpec(_Model):
     enable_service_links: bool | None = None  # None: true, as the API server defaults it
     security_context: PodSecurityContext | None = None
     volumes: list[Volume] = []
+    image_pull_secrets: list[LocalObjectReference] = []
 
 
 class PodStatus(_Model):
@@ -376,6 +448,77 @@ class Secret(_Model):
 class SecretList(_Model):
     metadata: ListMeta = msgspec.field(default_factory=ListMeta)
     items: list[Secret] = []
+
+
+class PersistentVolumeClaimSpec(_Model):
+    volume_name: str = ""
+    access_modes: list[str] = []
+    storage_class_name: str | None = None
+
+
+class PersistentVolumeClaimStatus(_Model):
+    phase: str = ""  # Pending, Bound or Lost
+
+
+class PersistentVolumeClaim(_Model):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: PersistentVolumeClaimSpec = msgspec.field(default_factory=PersistentVolumeClaimSpec)
+    status: PersistentVolumeClaimStatus = msgspec.field(default_factory=PersistentVolumeClaimStatus)
+
+
+class ClaimReference(_Model):
+    namespace: str = ""
+    name: str = ""
+    uid: str = ""
+
+
+class LocalVolumeSource(_Model):
+    path: str = ""
+
+
+class PersistentVolumeSpec(_Model):
+    """Where a PersistentVolume's data is. The sources Mobius can bind (hostPath, local) and
+    the one it explains (nfs) are typed; every other source is kept raw so that the refusal can
+    name it."""
+
+    claim_ref: ClaimReference | None = None
+    access_modes: list[str] = []
+    host_path: HostPathVolumeSource | None = None
+    local: LocalVolumeSource | None = None
+    nfs: dict[str, Any] | None = None
+    aws_elastic_block_store: dict[str, Any] | None = None
+    azure_disk: dict[str, Any] | None = None
+    azure_file: dict[str, Any] | None = None
+    cephfs: dict[str, Any] | None = None
+    cinder: dict[str, Any] | None = None
+    csi: dict[str, Any] | None = None
+    fc: dict[str, Any] | None = None
+    flex_volume: dict[str, Any] | None = None
+    flocker: dict[str, Any] | None = None
+    gce_persistent_disk: dict[str, Any] | None = None
+    glusterfs: dict[str, Any] | None = None
+    iscsi: dict[str, Any] | None = None
+    photon_persistent_disk: dict[str, Any] | None = None
+    portworx_volume: dict[str, Any] | None = None
+    quobyte: dict[str, Any] | None = None
+    rbd: dict[str, Any] | None = None
+    scale_io: dict[str, Any] | None = msgspec.field(default=None, name="scaleIO")
+    storageos: dict[str, Any] | None = None
+    vsphere_volume: dict[str, Any] | None = None
+
+    def types(self) -> list[str]:
+        """The API names of the sources that are set (exactly one for a valid volume)."""
+        skip = ("claim_ref", "access_modes")
+        return [
+            f.encode_name
+            for f in msgspec.structs.fields(self)
+            if f.name not in skip and getattr(self, f.name) is not None
+        ]
+
+
+class PersistentVolume(_Model):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: PersistentVolumeSpec = msgspec.field(default_factory=PersistentVolumeSpec)
 
 
 class TokenRequestStatus(_Model):

@@ -36,6 +36,8 @@ from mobius.models import Container, Pod
 from mobius.models.core import (
     EnvVarSource,
     ObjectFieldSelector,
+    PersistentVolume,
+    PersistentVolumeClaim,
     PodSecurityContext,
     ResourceFieldSelector,
     SecurityContext,
@@ -87,6 +89,9 @@ class PodRefs(msgspec.Struct, frozen=True):
     ``services`` holds the Services of the pod's namespace (when service links are on) and
     ``default/kubernetes``; :func:`service_env` picks from them by the kubelet's rules.
     ``config_map_binary`` holds the decoded ``binaryData`` of the ConfigMaps (volumes show it).
+    ``secret_types`` holds each Secret's ``type`` (image pull secrets must be docker configs).
+    ``claims`` holds the PersistentVolumeClaims the volumes name, ``persistent_volumes`` the
+    PersistentVolumes bound to them, by name; an absent one does not exist (yet).
     """
 
     config_maps: dict[str, dict[str, str]] = {}
@@ -95,6 +100,9 @@ class PodRefs(msgspec.Struct, frozen=True):
     services: tuple[Service, ...] = ()
     node_allocatable: dict[str, str] = {}
     host_ips: tuple[str, ...] = ()
+    secret_types: dict[str, str] = {}
+    claims: dict[str, PersistentVolumeClaim] = {}
+    persistent_volumes: dict[str, PersistentVolume] = {}
 
     def __repr__(self) -> str:  # never show secret values
         return (
@@ -110,6 +118,7 @@ class Needs(msgspec.Struct, frozen=True):
     secrets: frozenset[str] = frozenset()
     service_links: bool = True  # the Services of the pod's namespace (default/kubernetes always)
     node: bool = False  # the node object: status.hostIP(s), limits defaulted to allocatable
+    claims: frozenset[str] = frozenset()  # PersistentVolumeClaims, with the volumes bound to them
 
 
 class PodWarning(msgspec.Struct, frozen=True):

@@ -19,8 +19,10 @@ import msgspec
 
 from mobius.errors import InvalidPodSpec
 from mobius.models import Container, Pod
+from mobius.pods import probes
 from mobius.pods.annotations import mpi_containers, mpi_launcher, sbatch_options
 from mobius.pods.env import PodRefs, container_env, run_as
+from mobius.pods.images import SHELL_PULL
 from mobius.pods.logformat import SHELL_LOG_WRITER
 from mobius.pods.quantity import cpus, megabytes, parse_quantity
 from mobius.pods.volumes import VolumePlan, node_setup, plan_volumes
@@ -110,6 +112,8 @@ def _container_run(
         raise InvalidPodSpec(f"{field}.name", f"{c.name!r} is not a DNS label")
     if not c.image:
         raise InvalidPodSpec(f"{field}.image", "an image is required")
+    if c.image.startswith("-"):  # the runtimes would take it for an option
+        raise InvalidPodSpec(f"{field}.image", f"{c.image!r} is not an image reference")
     # env, envFrom, service links, $(VAR) in command/args; the pod IP stays a run-time value.
     resolved = container_env(pod, c, field=field, refs=refs)
     who = run_as(pod, c, field=field)
@@ -201,6 +205,7 @@ def _container_function(
     sandbox: str,
     restart: str,
     log_writer: bool = True,
+    watch: bool = False,
 ) -> list[str]:
     """A shell function that runs one container until its restart policy says stop.
 
@@ -209,22 +214,34 @@ def _container_function(
     (:mod:`mobius.pods.logformat`). The container stays the function's own child, so signals
     reach it as before; its exit is recorded only once both readers have written everything.
     ``log_writer`` prepends the definition of ``cri_log`` (harmless when repeated).
+    ``watch``: start ``<fn>_watch`` (probes and hooks, :mod:`mobius.pods.probes`) beside each
+    run, holding none of the log pipes, and stop it when the run ends.
     """
     name = run.name
     cmd = runtime.run_container(sandbox=sandbox, container=run)
+    # The image first, as the kubelet pulls it before it creates the container (mobius.pods.images).
+    pull = runtime.pull_command(container=run)
     return [
         *(SHELL_LOG_WRITER.splitlines() if log_writer else []),
         f"{fn}() {{",
-        f'  local rc restarts=0 delay={BACKOFF_START} logs="$POD_DIR/logs/"{quote(name)} pipes= out= err= end= wend= keep= sync=',
+        f'  local rc restarts=0 delay={BACKOFF_START} logs="$POD_DIR/logs/"{quote(name)} pipes= out= err= end= wend= keep= sync='
+        + (" watch=" if watch else ""),
         '  mkdir -p "$logs"',
+        *([f"  pull_image {quote(name)} {pull} || return 1"] if pull else []),
         "  while :; do",
+        *(
+            [f'    rm -f "$CTL/c/{name}.pid" "$CTL/c/{name}.ready" "$CTL/c/{name}.startup"']
+            if watch
+            else []
+        ),
         f'    put c/{name}.started "$(now)"',
+        *([f"    {fn}_watch </dev/null >/dev/null 2>&1 & watch=$!"] if watch else []),
         '    if pipes=$(mktemp -d "${TMPDIR:-/tmp}/mobius-log.XXXXXX") && mkfifo "$pipes/1" "$pipes/2" "$pipes/end"; then',
         "      # Only the readers hold the write end of end: reading it returns once both are done.",
         '      exec {wend}<>"$pipes/end" {end}<"$pipes/end"',
         '      cri_log stdout "$logs/$restarts.log" <"$pipes/1" {end}<&- & out=$!',
         '      cri_log stderr "$logs/$restarts.log" <"$pipes/2" {end}<&- & err=$!',
-        f'      rm -f "$CTL/c/{name}.pid"; put c/{name}.shell "$BASHPID $out $err"',
+        f'      rm -f "$CTL/c/{name}.pid"; put c/{name}.shell "$BASHPID $out $err{" $watch" if watch else ""}"',
         "      # The function holds its stderr pipe open too: when the runtime is a brace group,",
         "      # bash reports a killed child on that pipe, and must not die of SIGPIPE doing so.",
         "      # Opening the stderr FIFO write-only waits until its reader has opened it; only then",
@@ -245,6 +262,7 @@ def _container_function(
         "      rc=125",
         "    fi",
         '    [ -n "$pipes" ] && rm -rf "$pipes"',
+        *(['    kill "$watch" 2>/dev/null; wait "$watch"'] if watch else []),
         f'    put c/{name}.exit "$rc $(now)"',
         '    [ -e "$CTL/stopping" ] && return "$rc"',
         *(
@@ -327,6 +345,8 @@ def render_job(
     sandbox = sandbox_name(meta.uid)
     hostname = (spec.hostname or meta.name)[:63]
     init_restart = "Never" if spec.restart_policy == "Never" else "OnFailure"
+    # preStop hooks run on TERM before the containers are stopped, within the grace period.
+    pre_stop = probes.pre_stop_call([(f"app_{i}", c) for i, c in enumerate(spec.containers)])
 
     lines = [
         "#!/bin/bash",
@@ -356,7 +376,9 @@ def render_job(
         "  STOPPED_BY=slurm",
         '  if [ -e "$CTL/grace" ]; then STOPPED_BY=kubelet; read -r GRACE <"$CTL/grace"; fi',
         '  put stopping "$(now) $STOPPED_BY"',
-        "  " + runtime.stop_sandbox(sandbox=sandbox, grace='"$GRACE"'),
+        *(["  " + pre_stop] if pre_stop else []),
+        "  "
+        + runtime.stop_sandbox(sandbox=sandbox, grace='"$STOP_IN"' if pre_stop else '"$GRACE"'),
         "}",
         "# seconds FORMAT: Slurm's [days-]hours:minutes:seconds (as squeue %L prints) in seconds.",
         "seconds() {",
@@ -384,13 +406,25 @@ def render_job(
         ),
         "",
         *SHELL_LOG_WRITER.splitlines(),
+        *SHELL_PULL.splitlines(),
         "",
     ]
     for i, run in enumerate(inits):
         lines += _container_function(
             f"init_{i}", run, runtime, sandbox=sandbox, restart=init_restart, log_writer=False
         )
+    if any(probes.watched(c) for c in spec.containers):
+        lines += probes.library(runtime, host_network=spec.host_network)
     for i, run in enumerate(apps):
+        lines += probes.container_functions(
+            f"app_{i}",
+            spec.containers[i],
+            run,
+            runtime,
+            sandbox=sandbox,
+            grace=grace,
+            field=f"spec.containers[{i}]",
+        )
         lines += _container_function(
             f"app_{i}",
             run,
@@ -398,6 +432,7 @@ def render_job(
             sandbox=sandbox,
             restart=spec.restart_policy,
             log_writer=False,
+            watch=probes.watched(spec.containers[i]),
         )
     lines.append("")
     for i, run in enumerate(inits):

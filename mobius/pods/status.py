@@ -19,6 +19,9 @@ from typing import Any
 import msgspec
 
 from mobius.models import Container, Pod
+from mobius.pods.images import WAITING_REASONS as IMAGE_WAITING_REASONS
+from mobius.pods.images import image_waiting
+from mobius.pods.probes import started_and_ready
 from mobius.pods.records import ContainerRecord, PodRecord
 
 WAITING = frozenset(
@@ -151,8 +154,8 @@ def _container_status(
                 st["lastState"] = {"terminated": before}
     elif rec is not None and rec.started_at and not job_ended:
         st["state"] = {"running": {"startedAt": rec.started_at}}
-        st["ready"] = True
-        st["started"] = True
+        # Probes and postStart hooks decide (mobius.pods.probes); without them, running is both.
+        st["started"], st["ready"] = started_and_ready(c, rec)
         if rec.exit_code is not None:  # the run before this restart
             last: dict[str, Any] = {
                 "exitCode": rec.exit_code,
@@ -173,7 +176,8 @@ def _container_status(
         waiting: dict[str, Any] = {"reason": waiting_reason}
         if waiting_message:
             waiting["message"] = waiting_message
-        st["state"] = {"waiting": waiting}
+        # ErrImagePull, ImagePullBackOff, ErrImageNeverPull (mobius.pods.images).
+        st["state"] = {"waiting": image_waiting(c, rec.pull if rec else None) or waiting}
     return st
 
 
@@ -285,6 +289,11 @@ def pod_status(
             rec = recs.get(st["name"])
             if rec is None or rec.started_at is None:
                 st["state"] = {"waiting": {"reason": "PodInitializing"}}
+    if phase == "Running" and any(
+        st["state"].get("waiting", {}).get("reason") in IMAGE_WAITING_REASONS
+        for st in (*init_statuses, *statuses)
+    ):
+        phase = "Pending"  # as for the kubelet: a container that never started waits
     running = phase == "Running"
     all_ready = running and all(s["ready"] for s in statuses)
     started = record.started_at is not None
@@ -295,6 +304,14 @@ def pod_status(
     )
     starts = [r.started_at for r in recs.values() if r.started_at]
     ends = [r.finished_at for r in recs.values() if r.finished_at]
+    starts += [r.ready_at for r in recs.values() if r.ready and r.ready_at]
+    ends += [r.ready_at for r in recs.values() if r.ready is False and r.ready_at]
+    unready = [s["name"] for s in statuses if not s["ready"]]
+    not_ready_message = (
+        f"containers with unready status: [{' '.join(unready)}]"
+        if not_ready_reason == "ContainersNotReady" and unready
+        else None
+    )
     ready_at = (
         max(starts) if all_ready and starts else max(ends) if not all_ready and ends else None
     )
@@ -307,10 +324,18 @@ def pod_status(
             now,
             at=record.started_at,
         ),
-        _condition(
-            "ContainersReady", all_ready, previous, now, reason=not_ready_reason, at=ready_at
+        *(
+            _condition(
+                kind,
+                all_ready,
+                previous,
+                now,
+                reason=not_ready_reason,
+                message=not_ready_message,
+                at=ready_at,
+            )
+            for kind in ("ContainersReady", "Ready")
         ),
-        _condition("Ready", all_ready, previous, now, reason=not_ready_reason, at=ready_at),
     ]
     status: dict[str, Any] = {
         "phase": phase,

@@ -20,13 +20,22 @@ service-account tokens stay placeholders (:class:`TokenSpec`) that the adapter w
   ``sizeLimit`` cannot be honoured and are reported in a Warning event).
 * hostPath: the ``type`` is checked as the kubelet checks it, by the job script on the node
   that runs the pod (:func:`node_setup`), since the kubelet's host is not that node.
+* persistentVolumeClaim: the claim (and the PersistentVolume the controller manager bound to
+  it) arrive in :class:`~mobius.pods.env.PodRefs`. A claim that does not exist or is not bound
+  yet is a :class:`~mobius.errors.MissingReference` with the kubelet's message (the pod waits).
+  A hostPath or local PersistentVolume is then a hostPath volume of its path (a local volume's
+  ``nodeAffinity`` is not checked: the virtual node stands for the whole cluster, whose nodes
+  share their file systems; a Warning event says so). An nfs PersistentVolume cannot be
+  mounted without root: the pod fails with a message suggesting a hostPath PersistentVolume of
+  the path where the nodes already mount the export. The mount is read-only when the volume
+  says ``readOnly`` or the claim asks only for ``ReadOnlyMany``.
 * subPath / subPathExpr (``$(VAR)`` from the container's environment, an unknown or empty
   variable being an error): a path inside the volume, created as a folder on the node when it
   does not exist. As in Kubernetes, a subPath mount of a ConfigMap or Secret file does not see
   later updates.
 
 Any other volume type fails the pod with an :class:`~mobius.errors.InvalidPodSpec` naming the
-volume and its type.
+volume and its type (for a claim: the PersistentVolume and its type).
 """
 
 from __future__ import annotations
@@ -40,7 +49,13 @@ import msgspec
 
 from mobius.errors import InvalidPodSpec, MissingReference
 from mobius.models import Container, Pod
-from mobius.models.core import DownwardAPIVolumeFile, KeyToPath, Volume, VolumeMount
+from mobius.models.core import (
+    DownwardAPIVolumeFile,
+    KeyToPath,
+    PersistentVolume,
+    Volume,
+    VolumeMount,
+)
 from mobius.pods.env import (
     Needs,
     PodRefs,
@@ -51,6 +66,7 @@ from mobius.pods.env import (
     object_name,
     resource_field_value,
 )
+from mobius.pods.images import pull_secret_names
 from mobius.runtime.base import Late, Mount, Text
 
 __all__ = [
@@ -70,7 +86,16 @@ __all__ = [
     "volume_needs",
 ]
 
-SUPPORTED_TYPES = ("emptyDir", "configMap", "secret", "downwardAPI", "projected", "hostPath")
+SUPPORTED_TYPES = (
+    "emptyDir",
+    "configMap",
+    "secret",
+    "downwardAPI",
+    "projected",
+    "hostPath",
+    "persistentVolumeClaim",
+)
+PERSISTENT_TYPES = ("hostPath", "local")  # the PersistentVolumes a claim may be bound to
 HOST_PATH_TYPES = (
     "",
     "DirectoryOrCreate",
@@ -134,9 +159,14 @@ class EmptyDirVolume(msgspec.Struct, frozen=True):
 
 
 class HostPathVolume(msgspec.Struct, frozen=True):
+    """A path of the node: a hostPath volume, or the hostPath or local PersistentVolume
+    (``persistent_volume``) bound to the volume's claim."""
+
     name: str
     path: str
     type: str = ""
+    read_only: bool = False
+    persistent_volume: str = ""
 
 
 PlannedVolume = FilesVolume | EmptyDirVolume | HostPathVolume
@@ -179,12 +209,16 @@ def _valid_name(name: str) -> bool:
 
 
 def volume_needs(pod: Pod) -> Needs:
-    """The ConfigMaps and Secrets (and whether the node) the pod's volumes refer to."""
+    """The ConfigMaps, Secrets and PersistentVolumeClaims (and whether the node) the pod's
+    volumes refer to."""
     config_maps: set[str] = set()
     secrets: set[str] = set()
+    claims: set[str] = set()
     node = False
     for v in pod.spec.volumes:
-        if v.config_map is not None:
+        if v.persistent_volume_claim is not None:
+            claims.add(v.persistent_volume_claim.claim_name)
+        elif v.config_map is not None:
             config_maps.add(v.config_map.name)
         elif v.secret is not None:
             secrets.add(v.secret.secret_name)
@@ -203,18 +237,21 @@ def volume_needs(pod: Pod) -> Needs:
         secrets=frozenset(filter(_valid_name, secrets)),
         service_links=False,
         node=node,
+        claims=frozenset(filter(_valid_name, claims)),
     )
 
 
 def pod_needs(pod: Pod) -> Needs:
     """Everything to fetch before the pod's job can be rendered: its environment's and its
-    volumes' references."""
+    volumes' references, and its image pull secrets."""
     env, vol = needs(pod), volume_needs(pod)
+    pull = frozenset(filter(_valid_name, pull_secret_names(pod)))
     return Needs(
         config_maps=env.config_maps | vol.config_maps,
-        secrets=env.secrets | vol.secrets,
+        secrets=env.secrets | vol.secrets | pull,
         service_links=env.service_links,
         node=env.node or vol.node,
+        claims=vol.claims,
     )
 
 
@@ -530,6 +567,87 @@ def _host_path(v: Volume, field: str) -> HostPathVolume:
     return HostPathVolume(v.name, posixpath.normpath(path), kind)
 
 
+def _absolute(path: str, field: str) -> str:
+    if not path.startswith("/") or "\x00" in path:
+        raise InvalidPodSpec(field, f"{path!r} must be an absolute path")
+    if ".." in path.split("/"):
+        raise InvalidPodSpec(field, f"{path!r} must not contain '..'")
+    return posixpath.normpath(path)
+
+
+def _claim(pod: Pod, v: Volume, field: str, *, refs: PodRefs, notes: list[str]) -> HostPathVolume:
+    """The node path of the PersistentVolume bound to the volume's claim (see the module
+    notes); MissingReference while there is none, with the kubelet's messages."""
+    src = v.persistent_volume_claim
+    assert src is not None
+    where = f"{field}.persistentVolumeClaim"
+    name = object_name(src.claim_name, f"{where}.claimName", "PersistentVolumeClaim")
+    ns = pod.metadata.namespace
+
+    def waiting(why: str) -> MissingReference:
+        return MissingReference(
+            where,
+            f"Unable to attach or mount volumes: unmounted volumes=[{v.name}]: "
+            f"error processing PVC {ns}/{name}: {why}",
+        )
+
+    claim = refs.claims.get(name)
+    if claim is None:
+        raise waiting(
+            f'failed to fetch PVC from API server: persistentvolumeclaims "{name}" not found'
+        )
+    volume_name = claim.spec.volume_name
+    if claim.status.phase != "Bound" or not volume_name:
+        raise waiting(f"PVC is not bound (phase {claim.status.phase or 'Pending'})")
+    pv = refs.persistent_volumes.get(volume_name)
+    if pv is None:
+        raise waiting(
+            f'failed to fetch PV "{volume_name}" from API server: '
+            f'persistentvolumes "{volume_name}" not found'
+        )
+    bound = pv.spec.claim_ref
+    if bound is None or (bound.uid and bound.uid != claim.metadata.uid):
+        raise waiting(f'PV "{volume_name}" is not bound to this claim yet')
+    read_only = src.read_only or claim.spec.access_modes == ["ReadOnlyMany"]
+    return _persistent_volume(
+        v, pv, f"{where}.claimName", claim=name, read_only=read_only, notes=notes
+    )
+
+
+def _persistent_volume(
+    v: Volume, pv: PersistentVolume, field: str, *, claim: str, read_only: bool, notes: list[str]
+) -> HostPathVolume:
+    spec, pv_name = pv.spec, pv.metadata.name
+    what = f'volume "{v.name}": PersistentVolume "{pv_name}" (bound to claim "{claim}")'
+    if spec.host_path is not None:
+        kind = spec.host_path.type or ""
+        if kind not in HOST_PATH_TYPES:
+            raise InvalidPodSpec(field, f"{what} has hostPath type {kind!r}, which is not one")
+        path = _absolute(spec.host_path.path, field)
+        return HostPathVolume(v.name, path, kind, read_only=read_only, persistent_volume=pv_name)
+    if spec.local is not None:
+        notes.append(
+            f'local PersistentVolume "{pv_name}": nodeAffinity is not checked (the node stands '
+            "for the whole cluster)"
+        )
+        path = _absolute(spec.local.path, field)
+        return HostPathVolume(v.name, path, read_only=read_only, persistent_volume=pv_name)
+    if spec.nfs is not None:
+        export = f"{spec.nfs.get('server', '?')}:{spec.nfs.get('path', '?')}"
+        raise InvalidPodSpec(
+            field,
+            f"{what} is an nfs volume ({export}), which Mobius cannot mount: mounting needs "
+            "root on the node. Where the site already mounts that export on the Slurm nodes, "
+            'make the PersistentVolume a hostPath one of that path (hostPath: {path: "/..."}).',
+        )
+    kinds = spec.types()
+    raise InvalidPodSpec(
+        field,
+        f"{what} is of type {', '.join(kinds) or 'unknown'}, which Mobius cannot mount; "
+        f"PersistentVolumes may be {' or '.join(PERSISTENT_TYPES)}",
+    )
+
+
 def _sub_path(
     pod: Pod, c: Container, vm: VolumeMount, *, refs: PodRefs, field: str, where: str
 ) -> str:
@@ -594,7 +712,11 @@ def _mounts(
         if sub:
             sub_paths.append(source)
         # configMap, secret, downwardAPI and projected volumes are always read-only.
-        read_only = vm.read_only or isinstance(vol, FilesVolume)
+        read_only = (
+            vm.read_only
+            or isinstance(vol, FilesVolume)
+            or (isinstance(vol, HostPathVolume) and vol.read_only)
+        )
         mounts.append(Mount(source=source, target=target, read_only=read_only, field=field))
     # Parents before what they contain, else the runtime mounts over a mount.
     return tuple(sorted(mounts, key=lambda m: m.target.count("/") - (m.target == "/")))
@@ -629,6 +751,8 @@ def plan_volumes(pod: Pod, *, refs: PodRefs, pod_dir: str) -> VolumePlan:
             planned[v.name] = EmptyDirVolume(v.name, medium=medium, size_limit=limit)
         elif kind == "hostPath":
             planned[v.name] = _host_path(v, field)
+        elif kind == "persistentVolumeClaim":
+            planned[v.name] = _claim(pod, v, field, refs=refs, notes=notes)
         else:
             planned[v.name] = files_volume(pod, i, refs=refs)
     mounts: dict[str, tuple[Mount, ...]] = {}

@@ -27,61 +27,96 @@ Choices, and why:
   the whole reference (:func:`sif_name`): references that differ only in tag, digest or registry
   never share a file, and no reference can name a path outside the cache. An ``flock`` per image
   makes pods on one node build it once: a build that finished while a pod waited for the lock is
-  used as is. ``Never`` fails with exit 125 when the SIF is missing, ``IfNotPresent`` builds it
-  when missing, ``Always`` rebuilds but keeps the stored SIF when the registry cannot be reached.
-  New SIFs replace old ones by rename, so running containers keep the file they opened. Local
-  SIF files (``/path`` or ``*.sif``) are used as they are.
+  used as is (a failed one answers for the waiting pods too). ``Never`` uses the SIF only if it
+  is there, ``IfNotPresent`` builds it when missing, ``Always`` rebuilds but keeps the stored SIF
+  when the registry cannot be reached. The build is the image step of the script's
+  ``pull_image`` (:meth:`pull_command`, :mod:`mobius.pods.images`), which reports it to the
+  kubelet and retries a failure with back-off; registry logins from ``imagePullSecrets`` reach
+  it as ``APPTAINER_DOCKER_USERNAME``/``PASSWORD``. New SIFs replace old ones by rename, so
+  running containers keep the file they opened. Local SIF files (``/path`` or ``*.sif``) are
+  used as they are.
 * Stopping. Apptainer's processes are children of the job script's container functions, and
   Apptainer forwards SIGTERM to the container. ``stop_containers`` sends TERM once to each process
   those functions run, KILL to whatever is left after the grace period, until every function has
   returned (each records its container's exit code). There is nothing to remove afterwards
   except half-built SIFs of this job.
+* Probes and hooks. The container's process writes its PID to ``ctl/c/<name>.pid`` as it starts
+  (``with_pid``, once the image is ready); one container is stopped through it (``stop_pid``).
+  Without instances there is no process to enter: an exec probe or hook runs ``apptainer exec``
+  of the same image with the same environment, binds and working directory, beside the
+  container on the same network, so it sees what the container shares (files on binds, ports)
+  and nothing private to it (its writable-tmpfs, its processes).
 
 Needs ``--no-eval``: Apptainer 1.1 or later, SingularityCE 3.10 or later.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from shlex import quote
 
-from mobius.runtime.base import ContainerRun, bind_spec, join_text, shell_word
+from mobius.runtime.base import (
+    ContainerRun,
+    bind_spec,
+    join_text,
+    reference_file_name,
+    shell_word,
+)
 
 __all__ = ["Apptainer", "Singularity", "image_source", "is_local_image", "shell_path", "sif_name"]
 
 DEFAULT_IMAGE_CACHE = "$HOME/.mobius/images"
 _POLICIES = ("Always", "IfNotPresent", "Never")
-_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 _SHELL_VARIABLE = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
-_READABLE_LEN = 80
 
-_IMAGE_READY = r"""# image_ready SOURCE FILE POLICY: make "$IMAGE_CACHE/FILE" a SIF of SOURCE per imagePullPolicy.
-# One build per image and node at a time; a build that finished while we waited is used.
+_IMAGE_READY = r"""# image_ready SOURCE FILE POLICY CONTAINER: "$IMAGE_CACHE/FILE" a SIF of SOURCE per
+# imagePullPolicy (the image step of pull_image, mobius.pods.images). One build per image and
+# node at a time, under flock: a build that succeeded while we waited is used, one that failed
+# answers for us too (FILE.last). The container's registry login, when the kubelet wrote one
+# (pull-auth/CONTAINER: username NUL password NUL), goes to the build as <RUNTIME>_DOCKER_*.
 image_ready() {
-  local src=$1 sif="$IMAGE_CACHE/$2" policy=$3 asked
-  if [ "$policy" = Never ]; then
-    [ -f "$sif" ] && return 0
+  local src=$1 sif="$IMAGE_CACHE/$2" policy=$3 login="$POD_DIR/pull-auth/$4" asked
+  if [ -f "$sif" ]; then
+    [ "$policy" = Always ] || { echo present; return 0; }
+  elif [ "$policy" = Never ]; then
     echo "mobius: image $src is not in $IMAGE_CACHE and imagePullPolicy is Never" >&2
-    return 125
+    return 2
   fi
-  asked=$(date +%s)
+  printf -v asked '%(%s)T' -1
   (
-    flock 9 || exit 125
-    if [ -f "$sif" ]; then
-      [ "$policy" = IfNotPresent ] && exit 0
-      [ "$(stat -c %Y "$sif")" -ge "$asked" ] && exit 0
+    flock 9 || exit 1
+    fresh= why= user= pass= t0= tmp="$sif.$$.tmp"
+    if [ -f "$sif.last" ] && [ "$(stat -c %Y "$sif.last")" -ge "$asked" ]; then
+      read -r fresh why <"$sif.last"
     fi
-    tmp="$sif.$$.tmp"
-    rm -f "$tmp"
-    if "${APPTAINER[@]}" build "$tmp" "$src" </dev/null && mv -f "$tmp" "$sif"; then exit 0; fi
-    rm -f "$tmp"
-    if [ -f "$sif" ]; then
-      echo "mobius: could not pull $src; using the stored image" >&2
+    if [ -f "$sif" ] && { [ "$policy" = IfNotPresent ] || [ "$fresh" = ok ]; }; then
+      echo present
       exit 0
     fi
-    echo "mobius: could not pull $src" >&2
-    exit 125
+    if [ "$fresh" = failed ]; then
+      echo "$why" >&2
+    else
+      local -a with=()
+      if [ -f "$login" ] && { IFS= read -r -d '' user && IFS= read -r -d '' pass; } <"$login"; then
+        with=("${LOGIN_ENV}_DOCKER_USERNAME=$user" "${LOGIN_ENV}_DOCKER_PASSWORD=$pass")
+      fi
+      rm -f "$tmp"
+      pulling
+      t0=${EPOCHREALTIME/./}
+      if env "${with[@]}" "${APPTAINER[@]}" build "$tmp" "$src" </dev/null >&2 2>"$tmp.err" && mv -f "$tmp" "$sif"; then
+        echo ok >"$sif.last"
+        rm -f "$tmp.err"
+        echo "pulled $((${EPOCHREALTIME/./} - t0))"
+        exit 0
+      fi
+      rm -f "$tmp"
+      why=$(grep -v '^[[:space:]]*$' "$tmp.err" | tail -n 1)
+      cat "$tmp.err" >&2
+      rm -f "$tmp.err"
+      printf 'failed %s\n' "${why:-$src could not be built}" >"$sif.last"
+    fi
+    [ -f "$sif" ] && [ "$policy" = Always ] && { echo kept; exit 0; }
+    exit 1
   ) 9>"$sif.lock"
 }"""
 
@@ -91,7 +126,8 @@ stop_containers() {
   local grace=$1 deadline fns pid termed=" "
   case $grace in ''|*[!0-9]*) grace=30 ;; esac
   deadline=$((SECONDS + grace))
-  while fns=$(pgrep -d, -P $$) && [ -n "$fns" ]; do
+  # (exec: with traps set, bash keeps the substitution's subshell, a child of $$ pgrep would see)
+  while fns=$(exec pgrep -d, -P $$) && [ -n "$fns" ]; do
     for pid in $(pgrep -P "$fns"); do
       if [ "$SECONDS" -ge "$deadline" ]; then
         kill -KILL "$pid"
@@ -104,6 +140,21 @@ stop_containers() {
       pkill -KILL -P "$fns"
       return
     fi
+    sleep 0.2
+  done
+}"""
+
+
+_PID_HELPERS = r"""# with_pid FILE COMMAND...: run COMMAND as a child process whose PID goes to ctl/FILE first (the
+# container's process: probes, hooks and the usage sampler find it there).
+with_pid() { ( put "$1" "$BASHPID" && exec "${@:2}" ); }
+# stop_pid FILE GRACE: TERM the process whose PID is in ctl/FILE, KILL it after GRACE seconds.
+stop_pid() {
+  local pid= end=$((SECONDS + $2))
+  read -r pid <"$CTL/$1" 2>/dev/null && [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  while [ -d "/proc/$pid" ]; do
+    if [ "$SECONDS" -ge "$end" ]; then kill -KILL "$pid" 2>/dev/null; return 0; fi
     sleep 0.2
   done
 }"""
@@ -125,9 +176,7 @@ def sif_name(source: str) -> str:
     The readable part keeps ``[A-Za-z0-9_.-]`` only (no ``/``, never ``.`` or ``..``); the hash of
     the whole reference tells apart references that read the same once made safe.
     """
-    readable = _UNSAFE_IN_NAME.sub("_", source.split("://", 1)[-1]).strip("._-")
-    digest = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()[:20]
-    return f"{readable[:_READABLE_LEN] or 'image'}-{digest}.sif"
+    return reference_file_name(source) + ".sif"
 
 
 def shell_path(path: str) -> str:
@@ -192,10 +241,12 @@ class Apptainer:
             f"APPTAINER=({argv})",
             f"RUN_FLAGS=({' '.join(quote(f) for f in flags)})",
             f"IMAGE_CACHE={shell_path(self.image_cache)}",
+            f"LOGIN_ENV={self.name.upper()}",
             "# Containers get the pod's environment only.",
             'for v in $(compgen -e); do case $v in APPTAINERENV_*|SINGULARITYENV_*) unset "$v" ;; esac; done',
             *_IMAGE_READY.splitlines(),
             *_STOP_CONTAINERS.splitlines(),
+            *_PID_HELPERS.splitlines(),
         ]
 
     def create_sandbox(self, *, sandbox: str, hostname: str, host_network: bool) -> list[str]:
@@ -216,23 +267,47 @@ class Apptainer:
             lines.append(f"RUN_FLAGS+=(--uts --hostname {quote(hostname)})")
         return lines
 
-    def run_container(self, *, sandbox: str, container: ContainerRun) -> str:
+    def pull_command(self, *, container: ContainerRun) -> str:
         image = container.image
         if is_local_image(image):
-            ready, sif = "", quote(image)
+            return ""
+        source, name = image_source(image), sif_name(image_source(image))
+        policy = container.pull_policy if container.pull_policy in _POLICIES else "IfNotPresent"
+        return f"image_ready {quote(source)} {quote(name)} {policy} {quote(container.name)}"
+
+    def run_container(self, *, sandbox: str, container: ContainerRun) -> str:
+        # An MPI launcher starts the runtime once per rank (the hybrid model): the job's
+        # environment, with the container's variables, reaches every rank.
+        words = self._words(
+            container,
+            launcher=container.launcher,
+            subcommand="exec" if container.command else "run",
+            argv=tuple(shell_word(a) for a in (*container.command, *container.args)),
+        )
+        pid = quote(f"c/{container.name}.pid")
+        return f"{{ with_pid {pid} {words}; }}"
+
+    def _words(
+        self,
+        container: ContainerRun,
+        *,
+        launcher: tuple[str, ...],
+        subcommand: str,
+        argv: tuple[str, ...],
+    ) -> str:
+        """``env <the container's variables> [launcher] apptainer <subcommand> <flags> SIF argv``
+        (``argv``: shell words)."""
+        image = container.image
+        if is_local_image(image):
+            sif = quote(image)
         else:
-            source, name = image_source(image), sif_name(image_source(image))
-            policy = container.pull_policy if container.pull_policy in _POLICIES else "IfNotPresent"
-            ready = f"image_ready {quote(source)} {quote(name)} {policy} && "
-            sif = f'"$IMAGE_CACHE"/{quote(name)}'
+            sif = f'"$IMAGE_CACHE"/{quote(sif_name(image_source(image)))}'
         parts = ["env"]
         # runAsUser/runAsGroup/supplementalGroups cannot be honoured: Apptainer runs as the job's
         # user (the submitter has said so in a Warning event).
         parts += [shell_word(join_text(f"{self.env_prefix}{k}=", v)) for k, v in container.env]
-        # An MPI launcher starts the runtime once per rank (the hybrid model): the job's
-        # environment, with the container's variables, reaches every rank.
-        parts += [quote(w) for w in container.launcher]
-        parts += ['"${APPTAINER[@]}"', "exec" if container.command else "run", '"${RUN_FLAGS[@]}"']
+        parts += [quote(w) for w in launcher]
+        parts += ['"${APPTAINER[@]}"', subcommand, '"${RUN_FLAGS[@]}"']
         parts += [
             f"--bind {quote(bind_spec(m, flag=f'{self.name} --bind', forbidden=':,'))}"
             for m in container.mounts
@@ -240,14 +315,32 @@ class Apptainer:
         if container.working_dir:
             parts.append(f"--pwd {quote(container.working_dir)}")
         parts.append(sif)
-        parts += [shell_word(a) for a in (*container.command, *container.args)]
-        return f"{{ {ready}{' '.join(parts)}; }}"
+        parts += argv
+        return " ".join(parts)
 
     def stop_sandbox(self, *, sandbox: str, grace: str) -> str:
         return f"stop_containers {grace}"
 
     def remove_sandbox(self, *, sandbox: str) -> str:
         return 'rm -f "$IMAGE_CACHE"/*."$$".tmp'
+
+    def reap_command(self, *, sandbox: str) -> list[str]:
+        return []  # containers are the job's own processes: Slurm ends them with the job
+
+    def exec_command(
+        self, *, sandbox: str, container: ContainerRun, command: tuple[str, ...]
+    ) -> str:
+        # No instance to enter: a second container of the same image, environment, binds and
+        # working directory, on the same (host) network, runs the command beside the first.
+        return self._words(
+            container, launcher=(), subcommand="exec", argv=tuple(quote(w) for w in command)
+        )
+
+    def stop_container(self, *, sandbox: str, container: ContainerRun, grace: str) -> str:
+        return f"stop_pid {quote(f'c/{container.name}.pid')} {grace}"
+
+    def probe_network(self, *, host_network: bool) -> list[str]:
+        return ["NETNS=()"]  # containers use the node's network
 
 
 class Singularity(Apptainer):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from shlex import quote
 from typing import Protocol
 
@@ -86,6 +88,22 @@ def json_array(items: tuple[Text, ...]) -> Text:
     return join_text(*pieces)
 
 
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def reference_file_name(reference: str) -> str:
+    """A file name for an image reference (a cache entry, a lock): readable, one path
+    component, unique per reference.
+
+    The readable part keeps ``[A-Za-z0-9_.-]`` only (no ``/``, never ``.`` or ``..``); a hash of
+    the whole reference tells apart references that read the same once made safe, or differ
+    only in tag, digest or registry.
+    """
+    readable = _UNSAFE_IN_NAME.sub("_", reference.split("://", 1)[-1]).strip("._-")
+    digest = hashlib.sha256(reference.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+    return f"{readable[:80] or 'image'}-{digest}"
+
+
 class Mount(msgspec.Struct, frozen=True):
     """A path of the node bound into a container (a volume, or a subPath inside one).
 
@@ -157,6 +175,12 @@ class Runtime(Protocol):
         InvalidPodSpec when the container's mounts cannot be expressed in the runtime's flags."""
         ...
 
+    def pull_command(self, *, container: ContainerRun) -> str:
+        """The image step the job runs before the container first starts (the script's
+        ``pull_image`` wraps it: see :data:`mobius.pods.images.SHELL_PULL` for what it must
+        print and return), honouring ``pull_policy``; "" when there is nothing to get."""
+        ...
+
     def stop_sandbox(self, *, sandbox: str, grace: str) -> str:
         """A command that stops every container of the sandbox within ``grace`` seconds, a shell
         word the script expands at run time (e.g. ``"$GRACE"``)."""
@@ -164,4 +188,29 @@ class Runtime(Protocol):
 
     def remove_sandbox(self, *, sandbox: str) -> str:
         """A command that removes the sandbox and what is left of its containers."""
+        ...
+
+    def reap_command(self, *, sandbox: str) -> list[str]:
+        """argv the kubelet runs on the job's host, after the job ended, to remove what may be
+        left of the sandbox (processes that escaped the job); [] when nothing can be left."""
+        ...
+
+    # Probes and lifecycle hooks (mobius.pods.probes). While a container runs, its runtime has
+    # written the PID of its process to ``$CTL/c/<name>.pid``.
+
+    def exec_command(
+        self, *, sandbox: str, container: ContainerRun, command: tuple[str, ...]
+    ) -> str:
+        """Shell words that run ``command`` in the running container, with its environment (an
+        exec probe or hook); its exit status is the command's."""
+        ...
+
+    def stop_container(self, *, sandbox: str, container: ContainerRun, grace: str) -> str:
+        """A command that stops this one container within ``grace`` seconds (a shell word), as
+        after a failed liveness probe; the container's function then applies restartPolicy."""
+        ...
+
+    def probe_network(self, *, host_network: bool) -> list[str]:
+        """Lines that set the array ``NETNS``: the words in front of a command that must reach the
+        pod's IP from the job (an httpGet or tcpSocket probe), empty when the node reaches it."""
         ...

@@ -17,6 +17,8 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
+import subprocess
 from typing import Any, NoReturn
 
 import msgspec
@@ -39,7 +41,14 @@ from mobius.kube.volumes import request_tokens, write_volumes
 from mobius.metrics import POD_FAILURES, PODS_SUBMITTED
 from mobius.models import Container, Pod
 from mobius.pods.env import pod_warnings
-from mobius.pods.script import DEFAULT_GRES_MAP, DEFAULT_STATS_INTERVAL, job_name, render_job
+from mobius.pods.images import auth_files, pull_auth
+from mobius.pods.script import (
+    DEFAULT_GRES_MAP,
+    DEFAULT_STATS_INTERVAL,
+    job_name,
+    render_job,
+    sandbox_name,
+)
 from mobius.pods.volumes import plan_volumes
 from mobius.runtime.base import Runtime
 from mobius.slurm.commands import SlurmClient
@@ -80,11 +89,11 @@ async def recover_jobs(slurm: SlurmClient, jobs: JobTable, paths: PodPaths) -> i
     return found
 
 
-def _write_private(path: os.PathLike[str] | str, text: str) -> None:
+def _write_private(path: os.PathLike[str] | str, text: str | bytes) -> None:
     tmp = f"{os.fspath(path)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    with os.fdopen(fd, "wb") as f:
+        f.write(text.encode() if isinstance(text, str) else text)
     os.replace(tmp, path)
 
 
@@ -106,10 +115,11 @@ async def submit_pod(
     ``limiter`` caps concurrent sbatch calls only: fetching references, writing files and
     posting events run outside it, so they overlap with other pods' submissions.
 
-    ConfigMaps, Secrets, Services and node facts the environment and volumes refer to are
-    fetched first, and the volumes written under the pod's folder (with new service-account
-    tokens) before sbatch. A missing non-optional one leaves the pod Pending (container waiting
-    reason and Warning event ``CreateContainerConfigError``, or ``FailedMount`` for a volume, as
+    ConfigMaps, Secrets, Services, claims and node facts the environment and volumes refer to
+    (and the image pull secrets) are fetched first, and the volumes and registry logins written
+    under the pod's folder (with new service-account tokens) before sbatch. A missing
+    non-optional one leaves the pod Pending (container waiting reason and Warning event
+    ``CreateContainerConfigError``, or ``FailedMount`` for a volume, with a pod condition, as
     the kubelet reports them): this call returns after
     ``CONFIG_RETRY`` seconds without a job entry, so ``serve_jobs`` tries again while the pod
     exists, and the pod starts once the object is created.
@@ -130,6 +140,8 @@ async def submit_pod(
             volumes=volumes,
         )
         tokens = await request_tokens(kube, pod, volumes)
+        auth = pull_auth(pod, refs)
+        registry_files = auth_files(pod, auth)
     except MissingReference as exc:
         await _report_config_error(kube, pod, exc, host=settings.node_name)
         await trio.sleep(CONFIG_RETRY)
@@ -146,7 +158,8 @@ async def submit_pod(
             host=settings.node_name,
         )
         return
-    for warning in (*pod_warnings(pod, refs=refs, runtime=runtime.name), *volumes.warnings):
+    warnings = (*pod_warnings(pod, refs=refs, runtime=runtime.name), *volumes.warnings)
+    for warning in (*warnings, *auth.warnings):
         await emit_event(
             kube,
             pod,
@@ -161,6 +174,9 @@ async def submit_pod(
         os.chmod(pod_dir, 0o700)
         _write_private(pod_dir / "job.sh", spec.script)
         write_volumes(pod_dir, volumes, tokens)
+        for name, data in registry_files.items():  # imagePullSecrets, for the image steps
+            (pod_dir / name).parent.mkdir(mode=0o700, exist_ok=True)
+            _write_private(pod_dir / name, data)
 
     await trio.to_thread.run_sync(prepare)
     try:
@@ -236,9 +252,21 @@ def _config_error_status(pod: Pod, exc: MissingReference) -> dict[str, Any]:
         return out
 
     app_reason = "PodInitializing" if init_failed else "ContainerCreating"
+    mount = exc.field.startswith(("spec.volumes", "spec.serviceAccountName"))
     status: dict[str, Any] = {
         "phase": "Pending",
         "containerStatuses": statuses("containers", pod.spec.containers, app_reason),
+        # Why the job is not submitted yet, on the pod itself (the event may be missed).
+        "conditions": [
+            {
+                "type": SUBMITTED,
+                "status": "False",
+                "reason": "FailedMount" if mount else CONFIG_ERROR,
+                "message": exc.why[:1000],
+                "lastProbeTime": None,
+                "lastTransitionTime": rfc3339(),
+            }
+        ],
     }
     if pod.spec.init_containers:
         status["initContainerStatuses"] = statuses(
@@ -256,18 +284,28 @@ async def _report_config_error(
     have a job entry, and this pod has none until it is submitted.
     """
     status = _config_error_status(pod, exc)
+    (condition,) = status["conditions"]
     if (
         status["containerStatuses"] == pod.status.container_statuses
         and status.get("initContainerStatuses", []) == pod.status.init_container_statuses
+        and any(
+            c.get("type") == SUBMITTED and c.get("message") == condition["message"]
+            for c in pod.status.conditions
+        )
     ):
         return  # already reported: the watch brought our own status back
     log.info("pod %s waits: %s", pod.key, exc)
-    mount = exc.field.startswith(("spec.volumes", "spec.serviceAccountName"))
-    reason = "FailedMount" if mount else CONFIG_ERROR
+    reason = condition["reason"]
     await emit_event(kube, pod, reason=reason, type="Warning", message=str(exc), host=host)
     ns, name = pod.metadata.namespace, pod.metadata.name
     try:
-        await kube.merge_patch(f"/api/v1/namespaces/{ns}/pods/{name}/status", {"status": status})
+        # Strategic merge: the condition joins those the pod has (PodScheduled) by type.
+        await kube.request(
+            "PATCH",
+            f"/api/v1/namespaces/{ns}/pods/{name}/status",
+            body={"status": status},
+            content_type="application/strategic-merge-patch+json",
+        )
     except (ApiError, ApiUnreachable) as err:
         log.warning("could not report %s on pod %s: %s", CONFIG_ERROR, pod.key, err)
 
@@ -327,14 +365,23 @@ STOP_MARGIN = 10.0
 CANCEL_WAIT = 30.0
 
 
-async def stop_job(slurm: SlurmClient, paths: PodPaths, uid: str, job_id: str, grace: int) -> None:
+async def stop_job(
+    slurm: SlurmClient,
+    paths: PodPaths,
+    uid: str,
+    job_id: str,
+    grace: int,
+    *,
+    runtime: Runtime | None = None,
+) -> None:
     """Stop a pod's job gracefully and wait until it has ended.
 
     The grace period goes to ``ctl/grace``, then TERM to the batch script only: its trap stops
     the containers within that grace and removes the sandbox. Only a job still running after
     grace + STOP_MARGIN is cancelled outright (Slurm then SIGKILLs after its KillWait, which
     can leave runtime processes behind that escaped the job, so it is the last resort).
-    A job still pending is simply cancelled.
+    A job still pending is simply cancelled. With ``runtime``, what is left of the pod's
+    sandbox on this host after the job ended is removed (see :func:`reap_sandbox`).
     """
     try:
         state = await _job_state(slurm, job_id)
@@ -351,6 +398,36 @@ async def stop_job(slurm: SlurmClient, paths: PodPaths, uid: str, job_id: str, g
                     await trio.sleep(0.5)
     except SlurmCommandError as exc:
         log.info("stopping job %s of pod %s: %s", job_id, uid, exc)
+    if runtime is not None:
+        await reap_sandbox(runtime, paths, uid)
+
+
+async def reap_sandbox(runtime: Runtime, paths: PodPaths, uid: str) -> None:
+    """Remove what is left of a pod's sandbox after its job ended, when the job ran on this
+    host (the private cluster, or a kubelet on a compute node).
+
+    A job Slurm killed outright (its KillWait passed) loses the containers that escaped its
+    process tracking (podman's conmon); on other hosts a site epilog does this.
+    """
+    argv = runtime.reap_command(sandbox=sandbox_name(uid))
+    if not argv:
+        return
+    pod_dir = paths.pod_dir(uid)
+    try:
+        node = (await trio.Path(paths.ctl_dir(uid) / "node").read_text()).strip()
+    except OSError:
+        return
+    if node != socket.gethostname():
+        return
+    env = {**os.environ, "CONTAINERS_CONF": str(pod_dir / "containers.conf")}
+    with trio.move_on_after(60):
+        await trio.run_process(
+            argv,
+            env=env,
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 async def delete_pod(
@@ -361,6 +438,7 @@ async def delete_pod(
     jobs: JobTable,
     paths: PodPaths,
     node_name: str = "",
+    runtime: Runtime | None = None,
 ) -> None:
     """Graceful delete: stop the job within the pod's grace period, then remove the pod object
     (its files go when the watch sees it gone)."""
@@ -378,7 +456,7 @@ async def delete_pod(
                 host=node_name,
                 message=f"Stopping container {names} (grace {grace}s)",
             )
-        await stop_job(slurm, paths, uid, job.job_id, grace)
+        await stop_job(slurm, paths, uid, job.job_id, grace, runtime=runtime)
     ns, name = pod.metadata.namespace, pod.metadata.name
     # NotFound: already gone. Conflict: the name now belongs to a new pod (another UID).
     with contextlib.suppress(NotFound, Conflict):
@@ -411,12 +489,19 @@ async def _job_active(slurm: SlurmClient, job_id: str) -> bool:
     return await _job_state(slurm, job_id) in _LIVE
 
 
-async def forget_pod(uid: str, *, slurm: SlurmClient, jobs: JobTable, paths: PodPaths) -> None:
+async def forget_pod(
+    uid: str,
+    *,
+    slurm: SlurmClient,
+    jobs: JobTable,
+    paths: PodPaths,
+    runtime: Runtime | None = None,
+) -> None:
     """The pod is gone from the API (deleted, force-deleted, or while the kubelet was down):
     stop its job at once (grace 0) and, once it has ended, remove its files."""
     job = jobs.get(uid)
     if job is not None and job.job_id:
-        await stop_job(slurm, paths, uid, job.job_id, 0)
+        await stop_job(slurm, paths, uid, job.job_id, 0, runtime=runtime)
     jobs.forget(uid)
     await trio.to_thread.run_sync(lambda: shutil.rmtree(paths.pod_dir(uid), ignore_errors=True))
 
@@ -477,10 +562,11 @@ async def serve_jobs(
                         jobs=jobs,
                         paths=paths,
                         node_name=settings.node_name,
+                        runtime=runtime,
                     )
                     deleted.add(uid)
                 else:
-                    await forget_pod(uid, slurm=slurm, jobs=jobs, paths=paths)
+                    await forget_pod(uid, slurm=slurm, jobs=jobs, paths=paths, runtime=runtime)
                 delay = 1.0
             except* (ApiError, ApiUnreachable, SlurmCommandError, OSError) as group:
                 log.error(

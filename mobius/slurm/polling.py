@@ -37,6 +37,8 @@ from mobius._fast import SqueueRow, diff_rows
 from mobius.errors import ParseError, SlurmCommandError
 from mobius.metrics import ERRORS
 from mobius.models import Pod
+from mobius.pods.images import image_events
+from mobius.pods.probes import ContainerEvent, record_events
 from mobius.pods.records import PodRecord, pod_record
 from mobius.pods.script import job_name
 from mobius.pods.status import WAITING, JobView, pod_status
@@ -91,7 +93,7 @@ def read_ctl(ctl: str | os.PathLike[str]) -> dict[str, str]:
         for e in entries:
             if e.is_file() and not e.name.endswith(".tmp"):
                 try:
-                    with open(e.path) as f:
+                    with open(e.path, errors="replace") as f:
                         files[sub + e.name] = f.read(4096)
                 except OSError:
                     continue
@@ -198,6 +200,9 @@ class StatusPoller:
         self.host_ip = host_ip
         self.rows: dict[str, SqueueRow] = {}  # the last squeue snapshot, by job name
         self.last = TickStats()
+        # What the jobs' probes, hooks and image steps reported during the last tick (Unhealthy,
+        # Killing, Pulled...).
+        self.events: list[tuple[str, ContainerEvent]] = []
         self._root = os.fspath(paths.root)
         self._seen: dict[str, _Seen] = {}
         self._ticks = 0
@@ -240,6 +245,7 @@ class StatusPoller:
         store = self.store
         root = self._root
         stats = TickStats(rows=len(rows), changed_rows=len(changed_names))
+        self.events = []
         # The live pods that need a look: their inputs, and whether a verdict is due.
         work: list[tuple[_Seen, str, Pod, Job, SqueueRow | None, bool]] = []
         due: list[bool] = []
@@ -294,6 +300,14 @@ class StatusPoller:
                 s.ctl_key, record = fresh
                 stats.read += 1
                 if record != s.record:
+                    if s.record.started_at is not None:  # news only, not a first read's past
+                        uid = work[i][1]
+                        self.events += [(uid, e) for e in record_events(s.record, record)]
+                    _, uid, pod, job, _, _ = work[i]
+                    # Image pulls (mobius.pods.images) start with the job: all of it is news,
+                    # unless the job was recovered after a restart (its past was reported).
+                    if s.record is not _NO_RECORD or job.submitted_at:
+                        self.events += [(uid, e) for e in image_events(pod, s.record, record)]
                     s.record = record
                     due[i] = True
         accounted = await self._accounted(work, due)
@@ -346,9 +360,12 @@ async def serve_status_poller(
     interval: float = 1.0,
     host_ip: str | None = None,
     accounting: Accounting | None = None,
+    events: trio.MemorySendChannel[tuple[str, ContainerEvent]] | None = None,
     task_status: trio.TaskStatus[StatusPoller] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Poll squeue every ``interval`` seconds and send the status updates the changes call for.
+    """Poll squeue every ``interval`` seconds and send the status updates the changes call for,
+    and to ``events`` what the jobs' probes, hooks and image steps reported (best effort:
+    dropped rather than waited for when the channel is full).
     Started, it hands over its :class:`StatusPoller` (whose ``rows`` the metrics read)."""
     poller = StatusPoller(
         store=store, jobs=jobs, paths=paths, host_ip=host_ip, accounting=accounting
@@ -365,6 +382,12 @@ async def serve_status_poller(
             continue
         for update in await poller.tick(rows, began=began):
             await updates.send(update)
+        if events is not None:
+            for event in poller.events:
+                try:
+                    events.send_nowait(event)
+                except trio.WouldBlock:
+                    log.debug("event channel full; dropped %s", event)
         log.debug("status tick: %s", poller.last)
         if not started:
             task_status.started(poller)

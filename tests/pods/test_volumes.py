@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from mobius.errors import InvalidPodSpec, MissingReference
 from mobius.models import Pod
+from mobius.models.core import PersistentVolume, PersistentVolumeClaim
 from mobius.pods.env import PodRefs
 from mobius.pods.volumes import (
     EmptyDirVolume,
@@ -455,7 +456,6 @@ def test_bad_mounts_are_refused(mount: dict[str, Any], field: str, why: str) -> 
     [
         {"gcePersistentDisk": {"pdName": "disk"}},
         {"nfs": {"server": "nfs.example", "path": "/export"}},
-        {"persistentVolumeClaim": {"claimName": "claim"}},
         {"csi": {"driver": "x"}},
         {"scaleIO": {"gateway": "g"}},
     ],
@@ -467,6 +467,7 @@ def test_unsupported_volume_types_are_refused_by_name(source: dict[str, Any]) ->
     assert err.field == f"spec.volumes[1].{kind}"
     assert f'volume "data" is of type {kind}, which Mobius does not support' in err.why
     assert "emptyDir, configMap, secret, downwardAPI, projected, hostPath" in err.why
+    assert "persistentVolumeClaim" in err.why
 
 
 def test_unknown_and_ambiguous_volumes_are_refused() -> None:
@@ -589,3 +590,146 @@ def test_no_host_path_or_sub_path_changes_what_the_shell_runs(folder: str, sub: 
         assert proc.returncode == 0, proc.stderr
         assert sorted(os.listdir(tmp)) == sorted([".setup.sh", folder])
         assert os.listdir(Path(tmp) / folder) == [sub]
+
+
+# --- persistentVolumeClaim ----------------------------------------------------------------------
+
+
+def claim(name: str = "data", *, volume: str = "pv-1", phase: str = "Bound", **spec: Any) -> Any:
+    return msgspec.convert(
+        {
+            "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}"},
+            "spec": {"volumeName": volume if phase == "Bound" else "", **spec},
+            "status": {"phase": phase},
+        },
+        PersistentVolumeClaim,
+    )
+
+
+def persistent_volume(name: str = "pv-1", *, bound_to: str = "data", **source: Any) -> Any:
+    return msgspec.convert(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "claimRef": {"namespace": "ns", "name": bound_to, "uid": f"uid-{bound_to}"},
+                **(source or {"hostPath": {"path": "/shared/data", "type": "Directory"}}),
+            },
+        },
+        PersistentVolume,
+    )
+
+
+def claim_refs(*claims: Any, volumes: tuple[Any, ...] = ()) -> PodRefs:
+    return PodRefs(
+        claims={c.metadata.name: c for c in claims},
+        persistent_volumes={v.metadata.name: v for v in volumes},
+    )
+
+
+CLAIM_VOLUME = {"name": "store", "persistentVolumeClaim": {"claimName": "data"}}
+
+
+def test_a_claim_bound_to_a_host_path_volume_mounts_its_path() -> None:
+    pod = make_pod(
+        [CLAIM_VOLUME],
+        [
+            {"name": "store", "mountPath": "/data"},
+            {"name": "store", "mountPath": "/logs", "subPath": "logs"},
+        ],
+    )
+    assert pod_needs(pod).claims == frozenset({"data"})
+    p = plan(pod, claim_refs(claim(), volumes=(persistent_volume(),)))
+    assert p.volumes == (
+        HostPathVolume("store", "/shared/data", "Directory", persistent_volume="pv-1"),
+    )
+    assert p.mounts["c"] == (
+        Mount("/shared/data", "/data", field="spec.containers[0].volumeMounts[0]"),
+        Mount("/shared/data/logs", "/logs", field="spec.containers[0].volumeMounts[1]"),
+    )
+    assert p.sub_paths == ("/shared/data/logs",)
+    assert any("host_path Directory /shared/data store" in line for line in node_setup(p))
+    assert not p.warnings
+
+
+@pytest.mark.parametrize(
+    ("volume", "access", "read_only"),
+    [
+        ({"readOnly": True}, ["ReadWriteMany"], True),
+        ({}, ["ReadOnlyMany"], True),
+        ({}, ["ReadWriteOnce", "ReadOnlyMany"], False),
+        ({}, ["ReadWriteMany"], False),
+    ],
+)
+def test_read_only_comes_from_the_volume_or_the_claim(
+    volume: dict[str, Any], access: list[str], read_only: bool
+) -> None:
+    source = {"claimName": "data", **volume}
+    pod = make_pod(
+        [{"name": "store", "persistentVolumeClaim": source}], [{"name": "store", "mountPath": "/d"}]
+    )
+    p = plan(pod, claim_refs(claim(accessModes=access), volumes=(persistent_volume(),)))
+    (mount,) = p.mounts["c"]
+    assert mount.read_only is read_only
+
+
+def test_a_local_volume_is_its_path_and_its_node_affinity_is_noted() -> None:
+    local = persistent_volume(
+        local={"path": "/scratch/shared/"},
+        nodeAffinity={"required": {"nodeSelectorTerms": []}},
+    )
+    pod = make_pod([CLAIM_VOLUME], [{"name": "store", "mountPath": "/d"}])
+    p = plan(pod, claim_refs(claim(), volumes=(local,)))
+    assert p.volumes == (HostPathVolume("store", "/scratch/shared", persistent_volume="pv-1"),)
+    (warning,) = p.warnings
+    assert 'local PersistentVolume "pv-1": nodeAffinity is not checked' in warning.message
+
+
+@pytest.mark.parametrize(
+    ("refs", "why"),
+    [
+        (
+            claim_refs(),
+            "error processing PVC ns/data: failed to fetch PVC from API server: "
+            'persistentvolumeclaims "data" not found',
+        ),
+        (
+            claim_refs(claim(phase="Pending")),
+            "error processing PVC ns/data: PVC is not bound (phase Pending)",
+        ),
+        (claim_refs(claim()), 'failed to fetch PV "pv-1" from API server'),
+        (
+            claim_refs(claim(), volumes=(persistent_volume(bound_to="other"),)),
+            'PV "pv-1" is not bound to this claim yet',
+        ),
+    ],
+)
+def test_a_missing_or_unbound_claim_makes_the_pod_wait(refs: PodRefs, why: str) -> None:
+    pod = make_pod([{"name": "ok", "emptyDir": {}}, CLAIM_VOLUME])
+    with pytest.raises(MissingReference) as info:
+        plan(pod, refs)
+    assert info.value.field == "spec.volumes[1].persistentVolumeClaim"
+    assert info.value.why.startswith(
+        "Unable to attach or mount volumes: unmounted volumes=[store]: "
+    )
+    assert why in info.value.why
+
+
+def test_an_nfs_volume_is_refused_with_what_to_do_instead() -> None:
+    nfs = persistent_volume("pv-nfs", nfs={"server": "filer", "path": "/export/home"})
+    err = refused(make_pod([CLAIM_VOLUME]), claim_refs(claim(volume="pv-nfs"), volumes=(nfs,)))
+    assert err.field == "spec.volumes[0].persistentVolumeClaim.claimName"
+    assert 'PersistentVolume "pv-nfs" (bound to claim "data") is an nfs volume' in err.why
+    assert "filer:/export/home" in err.why
+    assert "hostPath" in err.why
+    assert not isinstance(err, MissingReference)  # the pod fails: waiting would not help
+
+
+def test_other_persistent_volume_types_are_refused_by_name() -> None:
+    csi = persistent_volume(csi={"driver": "x", "volumeHandle": "h"})
+    err = refused(make_pod([CLAIM_VOLUME]), claim_refs(claim(), volumes=(csi,)))
+    assert "is of type csi, which Mobius cannot mount" in err.why
+    bad = persistent_volume(hostPath={"path": "relative"})
+    assert (
+        "must be an absolute path"
+        in refused(make_pod([CLAIM_VOLUME]), claim_refs(claim(), volumes=(bad,))).why
+    )

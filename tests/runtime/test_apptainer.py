@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from unittest.mock import ANY
 
 import msgspec
 import pytest
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 from mobius.errors import ConfigError, InvalidPodSpec
 from mobius.models import Pod
 from mobius.pods.logformat import LogOptions, render
+from mobius.pods.records import PullRecord, parse_pull
 from mobius.pods.script import render_job
 from mobius.runtime import Apptainer, ContainerRun, Runtime, Singularity, runtime_named
 from mobius.runtime.apptainer import image_source, is_local_image, shell_path, sif_name
@@ -217,7 +219,7 @@ def test_exec_when_command_is_set() -> None:
     )
     name = sif_name("docker://busybox:1.36")
     assert run == (
-        f"{{ image_ready docker://busybox:1.36 {name} IfNotPresent && env APPTAINERENV_A=1 "
+        f"{{ with_pid c/c.pid env APPTAINERENV_A=1 "
         f'"${{APPTAINER[@]}}" exec "${{RUN_FLAGS[@]}}" --pwd /w "$IMAGE_CACHE"/{name} '
         "sh -c 'echo $HOME'; }"
     )
@@ -229,14 +231,23 @@ def test_run_when_only_args_are_set() -> None:
     )
     name = sif_name("docker://busybox:1.36")
     assert run == (
-        f"{{ image_ready docker://busybox:1.36 {name} IfNotPresent && env SINGULARITYENV_A=1 "
+        f"{{ with_pid c/c.pid env SINGULARITYENV_A=1 "
         f'"${{APPTAINER[@]}}" run "${{RUN_FLAGS[@]}}" "$IMAGE_CACHE"/{name} --port 80; }}'
     )
+
+
+def test_the_image_is_made_ready_before_the_container_runs() -> None:
+    name = sif_name("docker://busybox:1.36")
+    ready = Apptainer().pull_command(container=container())
+    assert ready == f"image_ready docker://busybox:1.36 {name} IfNotPresent c"
+    odd = Singularity().pull_command(container=container(pull_policy="Sometimes"))
+    assert odd == f"image_ready docker://busybox:1.36 {name} IfNotPresent c"
 
 
 def test_local_sif_files_are_used_as_they_are() -> None:
     for image in ("/images/tools.sif", "/images/tools", "tools.sif"):
         run = Apptainer().run_container(sandbox="s", container=container(image=image))
+        assert Apptainer().pull_command(container=container(image=image)) == ""
         assert "image_ready" not in run
         assert run.endswith(f'"${{RUN_FLAGS[@]}}" {image}; }}')
     assert not is_local_image("docker://x/tools.sif")
@@ -499,7 +510,7 @@ def test_no_pod_field_changes_what_the_shell_runs(
     assert sorted(os.listdir(node.cache)) == sorted(
         []
         if is_local_image(image)
-        else [sif_name(image_source(image)), f"{sif_name(image_source(image))}.lock"]
+        else [sif_name(image_source(image)), *cache_files(sif_name(image_source(image)))]
     )
 
 
@@ -507,15 +518,56 @@ def test_no_pod_field_changes_what_the_shell_runs(
 # Pull policies and the cache
 
 
-def test_never_fails_when_the_image_is_missing(node: Node) -> None:
+def cache_files(sif: str) -> list[str]:
+    """What the cache holds beside a SIF: its lock, and the outcome of its last build."""
+    return [f"{sif}.last", f"{sif}.lock"]
+
+
+def pull_record(pod_dir: Path, name: str = "c") -> PullRecord | None:
+    try:
+        return parse_pull((pod_dir / "ctl" / "c" / f"{name}.pull").read_text().strip())
+    except FileNotFoundError:
+        return None
+
+
+def start_pod(pod: Pod, node: Node, pod_dir: Path, **env: str) -> subprocess.Popen[bytes]:
+    """The pod's job under bash, to be stopped with :func:`stop` (the pod's grace period: 1 s)."""
+    pod = msgspec.structs.replace(
+        pod, spec=msgspec.structs.replace(pod.spec, termination_grace_period_seconds=1)
+    )
+    script = write_script(pod, pod_dir, Apptainer(image_cache=str(node.cache)))
+    return subprocess.Popen(
+        ["bash", str(script)],
+        env={**node.env, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_for_pull(pod_dir: Path, state: str) -> PullRecord:
+    """The pull record once it says ``state`` (a hang guard, not a timing assertion)."""
+    deadline = time.monotonic() + 30
+    while (record := pull_record(pod_dir)) is None or record.state != state:
+        assert time.monotonic() < deadline, f"no {state!r} pull record; last {record}"
+        time.sleep(0.05)
+    return record
+
+
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)  # as `scancel --signal=TERM --batch` does
+    return proc.wait(timeout=30)
+
+
+def test_never_waits_for_a_missing_image(node: Node) -> None:
+    """As in Kubernetes: ErrImageNeverPull keeps the container waiting, the pod does not fail."""
     pod = make_pod(containers=[{"name": "c", "image": "busybox:1.36", "imagePullPolicy": "Never"}])
-    proc = run_pod(pod, node)
-    assert proc.returncode == 125
     pod_dir = node.root / "pod"
-    assert container_exit(pod_dir) == 125
-    log = log_text(pod_dir, "c")
-    assert "image docker://busybox:1.36 is not in" in log
-    assert "imagePullPolicy is Never" in log
+    proc = start_pod(pod, node, pod_dir)
+    record = wait_for_pull(pod_dir, "absent")
+    assert record.attempt == 1
+    assert "imagePullPolicy is Never" in record.message
+    assert stop(proc) != 0
+    assert not (pod_dir / "ctl" / "c" / "c.exit").exists()  # it never ran
     assert node.calls() == []
 
 
@@ -526,12 +578,18 @@ def test_never_uses_a_stored_image(node: Node) -> None:
     assert run_pod(pod, node).returncode == 0
     assert node.calls("build") == []
     assert len(node.calls("run")) == 1
+    assert pull_record(node.root / "pod") == PullRecord("present", 1, ANY)
 
 
 def test_if_not_present_builds_once(node: Node) -> None:
     pod = make_pod(containers=[{"name": "c", "image": "busybox:1.36"}])
-    for _ in range(2):
-        assert run_pod(pod, node).returncode == 0
+    states = []
+    for i in range(2):
+        assert run_pod(pod, node, pod_dir=node.root / f"pod{i}").returncode == 0
+        record = pull_record(node.root / f"pod{i}")
+        assert record is not None
+        states.append(record.state)
+    assert states == ["pulled", "present"]
     assert len(node.calls("build")) == 1
     assert len(node.calls("run")) == 2
 
@@ -547,7 +605,13 @@ def test_always_rebuilds_and_replaces_atomically(node: Node) -> None:
     (build,) = node.calls("build")
     assert build[-2].startswith(f"{sif}.")
     assert build[-2].endswith(".tmp")
-    assert sorted(os.listdir(node.cache)) == [sif.name, f"{sif.name}.lock"]
+    assert sorted(os.listdir(node.cache)) == [sif.name, *cache_files(sif.name)]
+    record = pull_record(node.root / "pod")
+    assert record is not None
+    assert record.state == "pulled"
+    assert record.pull_us is not None
+    assert record.total_us is not None
+    assert record.total_us >= record.pull_us
 
 
 def test_always_keeps_the_stored_image_when_the_registry_is_unreachable(node: Node) -> None:
@@ -559,18 +623,22 @@ def test_always_keeps_the_stored_image_when_the_registry_is_unreachable(node: No
     proc = run_pod(pod, node, env={"FAKE_BUILD_FAIL": "1"})
     assert proc.returncode == 0, proc.stderr
     assert sif.read_text() == "old"
-    log = log_text(node.root / "pod", "c")
-    assert "registry unreachable" in log
-    assert "using the stored image" in log
+    assert pull_record(node.root / "pod") == PullRecord(
+        "kept", 1, ANY, message="FATAL: registry unreachable"
+    )
+    assert log_text(node.root / "pod", "c") == "ran\n"
     assert len(node.calls("run")) == 1
-    assert sorted(os.listdir(node.cache)) == [sif.name, f"{sif.name}.lock"]
+    assert sorted(os.listdir(node.cache)) == [sif.name, *cache_files(sif.name)]
 
 
-def test_failed_pull_without_stored_image_is_125(node: Node) -> None:
-    proc = run_pod(make_pod(), node, env={"FAKE_BUILD_FAIL": "1"})
-    assert proc.returncode == 125
-    assert "mobius: could not pull docker://busybox:1.36" in log_text(node.root / "pod", "c")
+def test_a_failed_pull_keeps_the_container_waiting(node: Node) -> None:
+    pod_dir = node.root / "pod"
+    proc = start_pod(make_pod(), node, pod_dir, FAKE_BUILD_FAIL="1")
+    record = wait_for_pull(pod_dir, "failed")
+    assert record == PullRecord("failed", 1, ANY, message="FATAL: registry unreachable")
+    assert stop(proc) != 0
     assert node.calls("run") == []
+    assert len(node.calls("build")) == 1  # the next try comes after a 10 s back-off
 
 
 @pytest.mark.parametrize("policy", ["IfNotPresent", "Always"])
@@ -583,6 +651,36 @@ def test_concurrent_pods_on_a_node_pull_once(node: Node, policy: str) -> None:
     assert [p.wait(timeout=30) for p in procs] == [0, 0]
     assert len(node.calls("build")) == 1
     assert len(node.calls("run")) == 2
+    records = [pull_record(node.root / f"pod{i}") for i in range(2)]
+    assert sorted(r.state for r in records if r is not None) == ["present", "pulled"]
+
+
+def test_a_failed_build_answers_the_pods_that_waited_for_it(node: Node) -> None:
+    pod = make_pod()
+    procs = [
+        start_pod(pod, node, node.root / f"pod{i}", FAKE_BUILD_FAIL="1", FAKE_BUILD_SLEEP="1")
+        for i in range(2)
+    ]
+    records = [wait_for_pull(node.root / f"pod{i}", "failed") for i in range(2)]
+    assert [stop(p) != 0 for p in procs] == [True, True]
+    assert len(node.calls("build")) == 1
+    assert {r.message for r in records} == {"FATAL: registry unreachable"}
+
+
+@pytest.mark.parametrize("runtime", [Apptainer, Singularity])
+def test_a_registry_login_reaches_the_build(node: Node, runtime: type[Apptainer]) -> None:
+    node.add_binary(runtime.name)
+    pod_dir = node.root / "pod"
+    (pod_dir / "pull-auth").mkdir(parents=True)
+    (pod_dir / "pull-auth" / "c").write_bytes(b"robot\0p@ss 'w\"ord $x\n\0")
+    proc = run_pod(make_pod(), node, runtime=runtime(image_cache=str(node.cache)))
+    assert proc.returncode == 0, proc.stderr
+    (env,) = node.environments("build")
+    prefix = runtime.name.upper()
+    assert env[f"{prefix}_DOCKER_USERNAME"] == "robot"
+    assert env[f"{prefix}_DOCKER_PASSWORD"] == "p@ss 'w\"ord $x\n"
+    (run,) = node.environments("run")
+    assert f"{prefix}_DOCKER_PASSWORD" not in run
 
 
 # --------------------------------------------------------------------------------------------

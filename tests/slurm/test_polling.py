@@ -25,6 +25,7 @@ import trio.testing
 from mobius._fast import SqueueRow
 from mobius.errors import SlurmCommandError
 from mobius.models import Pod
+from mobius.pods.probes import ContainerEvent
 from mobius.pods.script import job_name
 from mobius.pods.status import WAITING
 from mobius.slurm.polling import (
@@ -430,3 +431,56 @@ async def test_failing_accounting_falls_back_to_control_files(tmp_path: Path) ->
     poller = StatusPoller(store=k.store, jobs=k.jobs, paths=k.paths, accounting=sacct)
     updates = await poller.tick([], began=1.0)
     assert phases(updates) == {uid: "Succeeded"}
+
+
+async def test_what_probes_and_hooks_report_becomes_events_once(tmp_path: Path) -> None:
+    k = Kubelet(tmp_path)
+    (uid,) = uids(1)
+    k.add(uid)
+    k.put(uid, "pod.started", "2026-01-01T00:00:00Z")
+    k.put(uid, "c/app.started", "2026-01-01T00:00:01Z")
+    # Written before this poller (a restarted kubelet) first read the folder: not news.
+    k.put(uid, "c/app.probe", "2026-01-01T00:00:02Z Readiness probe failed: exit status 1")
+    poller = StatusPoller(store=k.store, jobs=k.jobs, paths=k.paths)
+    rows = [row(uid, "RUNNING", reason="None", nodes="n1")]
+    await poller.tick(rows, began=1.0)
+    assert poller.events == []
+    k.put(uid, "c/app.probe", "2026-01-01T00:00:05Z Liveness probe failed: timed out after 1s")
+    k.put(uid, "c/app.event", "2026-01-01T00:00:05Z Killing Container app failed liveness probe")
+    await poller.tick(rows, began=2.0)
+    assert poller.events == [
+        (uid, ContainerEvent("app", "Warning", "Unhealthy", "Liveness probe failed: timed out after 1s")),
+        (uid, ContainerEvent("app", "Normal", "Killing", "Container app failed liveness probe")),
+    ]
+    await poller.tick(rows, began=3.0)
+    assert poller.events == []
+
+
+async def test_image_steps_become_events_from_the_first_read(tmp_path: Path) -> None:
+    """A job's image step writes from the job's start: a first read is news, unless the job
+    was recovered after a restart (its past was reported before)."""
+    k = Kubelet(tmp_path)
+    fresh, recovered = uids(2)
+    k.add(fresh)
+    k.add(recovered, submitted_at=0.0)
+    for uid in (fresh, recovered):
+        k.put(uid, "pod.started", "2026-01-01T00:00:00Z")
+        k.put(uid, "c/app.pull", "failed 1 2026-01-01T00:00:01Z Error: manifest unknown")
+    poller = StatusPoller(store=k.store, jobs=k.jobs, paths=k.paths)
+    rows = [row(uid, "RUNNING", reason="None", nodes="n1") for uid in (fresh, recovered)]
+    updates = await poller.tick(rows, began=1.0)
+    assert poller.events == [
+        (fresh, ContainerEvent("app", "Normal", "Pulling", 'Pulling image "busybox"')),
+        (fresh, ContainerEvent("app", "Warning", "Failed",
+                               'Failed to pull image "busybox": Error: manifest unknown')),
+    ]  # fmt: skip
+    for _, status in updates:
+        assert status["phase"] == "Pending"
+        (c,) = status["containerStatuses"]
+        assert c["state"]["waiting"]["reason"] == "ErrImagePull"
+    k.put(recovered, "c/app.pull", "pulled 2 2026-01-01T00:00:12Z 1500000 1500000")
+    await poller.tick(rows, began=2.0)
+    assert poller.events == [
+        (recovered, ContainerEvent("app", "Normal", "Pulled",
+                                   'Successfully pulled image "busybox" in 1.5s')),
+    ]  # fmt: skip
