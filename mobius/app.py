@@ -152,6 +152,8 @@ async def run_kubelet(
                     sbatch_concurrency=settings.sbatch_concurrency,
                     stats_interval=settings.stats_interval,
                     gres_map=settings.gres_map,
+                    cluster_dns=settings.cluster_dns,
+                    cluster_domain=settings.cluster_domain,
                 ),
             )
         )

@@ -131,6 +131,15 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between the jobs' CPU and memory samples; 0: none",
     )
     k.add_argument(
+        "--cluster-dns",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="a cluster DNS server for dnsPolicy ClusterFirst pods (repeatable); "
+        "without one they use the node's resolv.conf",
+    )
+    k.add_argument("--cluster-domain", default="cluster.local")
+    k.add_argument(
         "--gres",
         action="append",
         default=[],
@@ -169,7 +178,7 @@ async def _main(args: argparse.Namespace) -> None:
         )
     elif args.command == "kubelet":
         from mobius.app import run_kubelet
-        from mobius.config import KubeletSettings, gres_map
+        from mobius.config import KubeletSettings, cluster_dns, gres_map
         from mobius.node.heartbeat import default_address
 
         await run_kubelet(
@@ -191,6 +200,8 @@ async def _main(args: argparse.Namespace) -> None:
                 front_proxy_ca=args.front_proxy_ca or "",
                 stats_interval=args.stats_interval,
                 gres_map=gres_map(args.gres),
+                cluster_dns=cluster_dns(args.cluster_dns),
+                cluster_domain=args.cluster_domain,
                 slurm_env={"SLURM_CONF": args.slurm_conf} if args.slurm_conf else {},
             )
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -31,6 +32,17 @@ def gres_map(pairs: list[str]) -> dict[str, str]:
             )
         out[resource] = gres
     return out
+
+
+def cluster_dns(values: list[str]) -> tuple[str, ...]:
+    """``--cluster-dns`` values: IP addresses (a resolv.conf names servers by address only)."""
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_address(v)))
+        except ValueError:
+            raise ConfigError(f"--cluster-dns {v!r}: give the DNS server's IP address") from None
+    return tuple(out)
 
 
 # Global podman flags; cgroup manager, events and rlimits come from the per-pod containers.conf.
@@ -69,3 +81,6 @@ class KubeletSettings(msgspec.Struct, frozen=True, kw_only=True):
     front_proxy_ca: str = ""
     # Extended resources that become Slurm GRES (``--gres=<gres>:<n>``).
     gres_map: dict[str, str] = msgspec.field(default_factory=lambda: dict(DEFAULT_GRES_MAP))
+    # The kubelet's --cluster-dns / --cluster-domain: what ClusterFirst pods resolve with.
+    cluster_dns: tuple[str, ...] = ()
+    cluster_domain: str = "cluster.local"

@@ -386,6 +386,8 @@ class PodSpec(_Model):
     security_context: PodSecurityContext | None = None
     volumes: list[Volume] = []
     image_pull_secrets: list[LocalObjectReference] = []
+    dns_policy: str | None = None
+    dns_config: dict[str, Any] | None = None
 
 
 class PodStatus(_Model):

@@ -293,11 +293,14 @@ def render_job(
     volumes: VolumePlan | None = None,
     gres_map: Mapping[str, str] = DEFAULT_GRES_MAP,
     stats_interval: int = DEFAULT_STATS_INTERVAL,
+    resolv_conf: bool = False,
 ) -> JobSpec:
     """The batch script and sbatch options that run ``pod``; InvalidPodSpec if it cannot run.
 
     ``gres_map``: extended resources that become Slurm GRES (``nvidia.com/gpu`` -> ``gpu``).
     ``stats_interval``: seconds between the job's usage samples (0: none).
+    ``resolv_conf``: the caller wrote the pod's ``resolv.conf`` (:mod:`mobius.pods.dns`) into
+    ``pod_dir``; every container gets it as /etc/resolv.conf.
 
     ``refs``: the ConfigMaps, Secrets, Services and node facts the pod's environment refers to
     (see :func:`mobius.pods.env.needs`); without them every such reference is missing.
@@ -306,6 +309,15 @@ def render_job(
     refs = PodRefs() if refs is None else refs
     # ``volumes``: the plan the caller materialises (:mod:`mobius.pods.volumes`), else made here.
     volumes = plan_volumes(pod, refs=refs, pod_dir=pod_dir) if volumes is None else volumes
+    dns = (
+        (
+            Mount(
+                f"{pod_dir}/resolv.conf", "/etc/resolv.conf", read_only=True, field="spec.dnsConfig"
+            ),
+        )
+        if resolv_conf
+        else ()
+    )
     if not spec.containers:
         raise InvalidPodSpec("spec.containers", "a pod needs at least one container")
     if spec.restart_policy not in ("Always", "OnFailure", "Never"):
@@ -314,13 +326,13 @@ def render_job(
         )
     inits = [
         _container_run(
-            c, index=i, init=True, pod=pod, refs=refs, mounts=volumes.mounts.get(c.name, ())
+            c, index=i, init=True, pod=pod, refs=refs, mounts=volumes.mounts.get(c.name, ()) + dns
         )
         for i, c in enumerate(spec.init_containers)
     ]
     apps = [
         _container_run(
-            c, index=i, init=False, pod=pod, refs=refs, mounts=volumes.mounts.get(c.name, ())
+            c, index=i, init=False, pod=pod, refs=refs, mounts=volumes.mounts.get(c.name, ()) + dns
         )
         for i, c in enumerate(spec.containers)
     ]
@@ -330,8 +342,7 @@ def render_job(
     if launcher := mpi_launcher(meta.annotations):
         launched = mpi_containers(meta.annotations, [r.name for r in apps])
         apps = [
-            msgspec.structs.replace(r, launcher=launcher) if r.name in launched else r
-            for r in apps
+            msgspec.structs.replace(r, launcher=launcher) if r.name in launched else r for r in apps
         ]
         for i, r in enumerate(apps):
             if r.launcher and runtime.name == "podman" and not r.command:

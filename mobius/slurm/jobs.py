@@ -40,6 +40,7 @@ from mobius.kube.refs import SharedCache, fetch_refs
 from mobius.kube.volumes import request_tokens, write_volumes
 from mobius.metrics import POD_FAILURES, PODS_SUBMITTED
 from mobius.models import Container, Pod
+from mobius.pods.dns import pod_resolv_conf
 from mobius.pods.env import pod_warnings
 from mobius.pods.images import auth_files, pull_auth
 from mobius.pods.script import (
@@ -65,6 +66,22 @@ class JobSettings(msgspec.Struct, frozen=True):
     sbatch_concurrency: int = 8
     stats_interval: int = DEFAULT_STATS_INTERVAL  # seconds between the jobs' usage samples
     gres_map: dict[str, str] = msgspec.field(default_factory=lambda: dict(DEFAULT_GRES_MAP))
+    cluster_dns: tuple[str, ...] = ()  # the cluster DNS servers pods use (dnsPolicy ClusterFirst)
+    cluster_domain: str = "cluster.local"
+
+
+_NODE_RESOLV_CONF: list[str] = []
+_WARNED_DNS: list[bool] = []
+
+
+async def _node_resolv_conf() -> str:
+    """The node's resolv.conf (read once: Default and ClusterFirst pods start from it)."""
+    if not _NODE_RESOLV_CONF:
+        try:
+            _NODE_RESOLV_CONF.append(await trio.Path("/etc/resolv.conf").read_text())
+        except OSError:
+            _NODE_RESOLV_CONF.append("")
+    return _NODE_RESOLV_CONF[0]
 
 
 async def recover_jobs(slurm: SlurmClient, jobs: JobTable, paths: PodPaths) -> int:
@@ -129,6 +146,12 @@ async def submit_pod(
     try:
         refs = await fetch_refs(kube, pod, node_name=settings.node_name, cache=cache)
         volumes = plan_volumes(pod, refs=refs, pod_dir=str(pod_dir))
+        dns = pod_resolv_conf(
+            pod,
+            node_resolv_conf=await _node_resolv_conf(),
+            cluster_dns=settings.cluster_dns,
+            cluster_domain=settings.cluster_domain,
+        )
         spec = render_job(
             pod,
             pod_dir=str(pod_dir),
@@ -138,6 +161,7 @@ async def submit_pod(
             stats_interval=settings.stats_interval,
             gres_map=settings.gres_map,
             volumes=volumes,
+            resolv_conf=dns.resolv_conf is not None,
         )
         tokens = await request_tokens(kube, pod, volumes)
         auth = pull_auth(pod, refs)
@@ -168,12 +192,18 @@ async def submit_pod(
             message=warning.message,
             host=settings.node_name,
         )
+    if dns.warning and not _WARNED_DNS:
+        # Once per kubelet, not per pod: without cluster DNS every ClusterFirst pod says so.
+        _WARNED_DNS.append(True)
+        log.warning("%s (said once; other pods likewise)", dns.warning)
 
     def prepare() -> None:
         (pod_dir / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(pod_dir, 0o700)
         _write_private(pod_dir / "job.sh", spec.script)
         write_volumes(pod_dir, volumes, tokens)
+        if dns.resolv_conf is not None:
+            (pod_dir / "resolv.conf").write_text(dns.resolv_conf)
         for name, data in registry_files.items():  # imagePullSecrets, for the image steps
             (pod_dir / name).parent.mkdir(mode=0o700, exist_ok=True)
             _write_private(pod_dir / name, data)

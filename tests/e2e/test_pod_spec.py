@@ -248,3 +248,28 @@ def test_resources_reach_slurm(stack: Stack) -> None:
         assert "Comment=pod default/sized " in line
     finally:
         _delete(stack, "sized")
+
+
+def test_dns_policy_none_gives_the_pod_its_dns_config(stack: Stack) -> None:
+    _create(
+        stack,
+        "dns",
+        {
+            "restartPolicy": "Never",
+            "dnsPolicy": "None",
+            "dnsConfig": {
+                "nameservers": ["192.0.2.53"],
+                "searches": ["team.example"],
+                "options": [{"name": "ndots", "value": "2"}],
+            },
+            "containers": [{"name": "main", "image": "busybox", "command": ["cat", "/etc/resolv.conf"]}],
+        },
+    )
+    try:
+        status = stack.wait_for("dns to end", lambda: _phase_in(stack, "dns", "Succeeded", "Failed"))
+        assert status["phase"] == "Succeeded", status
+        assert stack.kubectl("logs", "dns") == (
+            "nameserver 192.0.2.53\nsearch team.example\noptions ndots:2\n"
+        )
+    finally:
+        _delete(stack, "dns")
