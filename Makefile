@@ -3,6 +3,7 @@
 
 KUBE_VERSION ?= v1.36.3
 ETCD_VERSION ?= v3.6.16
+COREDNS_VERSION ?= v1.12.4
 PYTHON ?= python3.11
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mobius
 VENV := .venv
@@ -30,7 +31,7 @@ packages:
 	fi
 
 kube:
-	@tools/build-kube.sh "$(CACHE)" "$(KUBE_VERSION)" "$(ETCD_VERSION)"
+	@tools/build-kube.sh "$(CACHE)" "$(KUBE_VERSION)" "$(ETCD_VERSION)" "$(COREDNS_VERSION)"
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null || { echo "setup: $(PYTHON) not found; install Python 3.11"; exit 1; }

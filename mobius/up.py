@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import NoReturn
 
@@ -43,11 +44,36 @@ class UpSettings(msgspec.Struct, frozen=True, kw_only=True):
     slurm_gpus: int = 0
 
 
+def cluster_dns_address() -> tuple[str, str]:
+    """(address, "") where the cluster DNS can serve pods: this host's outgoing address, which
+    pods reach from their own network namespaces, on port 53 (all a resolv.conf can name);
+    ("", why not) when there is none or this user may not bind it there."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 53))  # sends nothing: picks the outgoing address
+            address = str(probe.getsockname()[0])
+    except OSError as exc:
+        return "", f"this host has no outgoing IPv4 address ({exc.strerror})"
+    if address.startswith("127."):
+        return "", "this host has only a loopback address"
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        try:
+            with socket.socket(socket.AF_INET, kind) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((address, 53))
+        except OSError as exc:
+            return "", f"cannot listen on {address}:53 ({exc.strerror})"
+    return address, ""
+
+
 async def run_up(
     settings: UpSettings, *, task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED
 ) -> NoReturn:
     home = settings.home
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dns, why = cluster_dns_address()
+    if not dns:
+        log.warning("no cluster DNS: %s; pods use the node's resolver", why)
     async with trio.open_nursery() as nursery:
         cp = await nursery.start(
             serve_control_plane,
@@ -58,6 +84,7 @@ async def run_up(
                 etcd_peer_port=free_port(),
                 apiserver_port=settings.apiserver_port,
                 controller_manager_port=free_port(),
+                dns_address=dns,
             ),
         )
         kubeconfig = home / "kubeconfig"
@@ -109,6 +136,7 @@ async def run_up(
                 webhook_port=free_port(),
                 front_proxy_ca=str(cp.pki.front_proxy_ca_cert),
                 stats_interval=settings.stats_interval,
+                cluster_dns=(cp.dns,) if cp.dns else (),
             ),
         )
         print(

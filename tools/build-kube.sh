@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the upstream Kubernetes servers (kube-apiserver, kube-controller-manager, kubectl) and
-# etcd from Go modules into a cache folder keyed by version. Re-running after success returns at
-# once. Usage: build-kube.sh <cache-root> <kube-version> <etcd-version>
+# Builds the upstream Kubernetes servers (kube-apiserver, kube-controller-manager, kubectl), etcd
+# and CoreDNS from Go modules into a cache folder keyed by version. Re-running after success
+# returns at once. Usage: build-kube.sh <cache-root> <kube-version> <etcd-version> <coredns-version>
 #
 # k8s.io/kubernetes pins its staging modules (k8s.io/api, k8s.io/apiserver, ...) at v0.0.0 with
 # replace directives that Go ignores in dependencies, so `go install ...@vX` cannot work. A small
@@ -11,6 +11,7 @@ set -euo pipefail
 root=${1:?cache root}
 kube=${2:?kube version, e.g. v1.36.3}
 etcd=${3:?etcd version, e.g. v3.6.16}
+coredns=${4:?coredns version, e.g. v1.12.4}
 
 fail() { echo "build-kube: $*" >&2; exit 1; }
 command -v go >/dev/null || fail "go is not installed; install Go >= 1.24 (https://go.dev/dl) and re-run 'make setup'"
@@ -21,6 +22,7 @@ mkdir -p "$root/bin"
 
 kube_dir="$root/kube/$kube"
 etcd_dir="$root/etcd/$etcd"
+coredns_dir="$root/coredns/$coredns"
 
 build_kube() {
   [ -x "$kube_dir/bin/kube-apiserver" ] && [ -x "$kube_dir/bin/kube-controller-manager" ] \
@@ -67,8 +69,17 @@ build_etcd() {
   go build -trimpath -ldflags "-s -w" -o "$etcd_dir/bin/etcd" go.etcd.io/etcd/server/v3
 }
 
+build_coredns() {
+  [ -x "$coredns_dir/bin/coredns" ] && return 0
+  echo "build-kube: building CoreDNS $coredns from Go modules"
+  mkdir -p "$coredns_dir/bin"
+  GOBIN="$coredns_dir/bin" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$coredns"
+}
+
 build_etcd
+build_coredns
 build_kube
 for b in kube-apiserver kube-controller-manager kubectl; do ln -sf "$kube_dir/bin/$b" "$root/bin/$b"; done
 ln -sf "$etcd_dir/bin/etcd" "$root/bin/etcd"
+ln -sf "$coredns_dir/bin/coredns" "$root/bin/coredns"
 echo "build-kube: ready in $root/bin"

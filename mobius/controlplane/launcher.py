@@ -1,10 +1,12 @@
-"""Runs etcd, kube-apiserver and kube-controller-manager as supervised child processes.
+"""Runs etcd, kube-apiserver, kube-controller-manager (and CoreDNS) as supervised children.
 
 Mobius gives each user a private Kubernetes control plane: the genuine upstream servers, started
 on loopback ports with certificates from `mobius.controlplane.pki`. `serve_control_plane` starts
 them one after the other, each only once the one before answers its health check, and reports
 ready when the API server serves ``/readyz`` and the controller manager has created the
-``default`` ServiceAccount (pods are not admitted before it exists).
+``default`` ServiceAccount (pods are not admitted before it exists). With a DNS address, CoreDNS
+follows: the cluster DNS (Services and pods of ``cluster.local``, everything else forwarded to
+the host's resolvers), reported ready once its kubernetes plugin has synced.
 
 Every child runs under ``trio.run_process`` inside the task's nursery, so nothing outlives it. Each
 child is shielded from outer cancellation and stopped explicitly, newest first (controller
@@ -42,6 +44,7 @@ from mobius.errors import StartupError
 __all__ = [
     "APISERVER_TIMEOUT",
     "CONTROLLER_MANAGER_TIMEOUT",
+    "COREDNS_TIMEOUT",
     "ETCD_TIMEOUT",
     "STOP_GRACE",
     "ControlPlane",
@@ -64,6 +67,8 @@ _LOG_TAIL_LINES = 20
 _ETCD = "etcd"
 _APISERVER = "kube-apiserver"
 _CONTROLLER_MANAGER = "kube-controller-manager"
+_COREDNS = "coredns"
+COREDNS_TIMEOUT = 60.0
 _BINARIES = (_ETCD, _APISERVER, _CONTROLLER_MANAGER)
 
 # Controllers that only act on cloud infrastructure or on real node networking; without a cloud
@@ -88,6 +93,11 @@ class ControlPlaneSettings(msgspec.Struct, frozen=True, kw_only=True):
     service_cidr: str = "10.96.0.0/12"
     extra_sans: tuple[str, ...] = ()
     feature_gates: str = ""  # passed to kube-apiserver and kube-controller-manager, e.g. "A=true"
+    # Where CoreDNS serves the cluster's names ("": no cluster DNS). Pods' resolv.conf can only
+    # name port 53, so that is where it listens on this address.
+    dns_address: str = ""
+    dns_port: int = 53
+    cluster_domain: str = "cluster.local"
 
 
 class ControlPlane(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,6 +107,7 @@ class ControlPlane(msgspec.Struct, frozen=True, kw_only=True):
     kubeconfig: Path  # admin (system:masters), certificates embedded
     pki: Pki
     data_dir: Path
+    dns: str = ""  # the cluster DNS server's address, "" when none runs
 
 
 def free_port() -> int:
@@ -161,8 +172,26 @@ async def serve_control_plane(
                     key_path=pki.admin_key,
                 )
             )
+            if settings.dns_address:
+                ready_port = free_port()
+                coredns = await trio.to_thread.run_sync(
+                    partial(_coredns, settings, layout, kubeconfig, ready_port)
+                )
+                children.append(coredns)
+                await nursery.start(coredns.run)
+                async with httpx.AsyncClient(timeout=_PROBE_TIMEOUT) as http:
+                    await coredns.wait_ready(
+                        partial(_coredns_ready, http, f"http://127.0.0.1:{ready_port}/ready"),
+                        COREDNS_TIMEOUT,
+                    )
             task_status.started(
-                ControlPlane(url=url, kubeconfig=kubeconfig, pki=pki, data_dir=settings.data_dir)
+                ControlPlane(
+                    url=url,
+                    kubeconfig=kubeconfig,
+                    pki=pki,
+                    data_dir=settings.data_dir,
+                    dns=settings.dns_address,
+                )
             )
             await trio.sleep_forever()
         finally:
@@ -345,7 +374,8 @@ class _Layout(msgspec.Struct, frozen=True, kw_only=True):
 
 def _prepare(settings: ControlPlaneSettings) -> _Layout:
     """Find the binaries, create the directories, certificates and the controller kubeconfig."""
-    binaries = {name: settings.bin_dir / name for name in _BINARIES}
+    names = (*_BINARIES, _COREDNS) if settings.dns_address else _BINARIES
+    binaries = {name: settings.bin_dir / name for name in names}
     missing = [n for n, p in binaries.items() if not (p.is_file() and os.access(p, os.X_OK))]
     if missing:
         raise StartupError(
@@ -377,6 +407,55 @@ def _prepare(settings: ControlPlaneSettings) -> _Layout:
         controller_manager_kubeconfig=kubeconfig,
         flex_volume_dir=data_dir / "flexvolume",
     )
+
+
+def corefile(*, address: str, port: int, domain: str, kubeconfig: Path, ready_port: int) -> str:
+    """CoreDNS's configuration: the cluster's names from the API server (Services are headless,
+    so a Service name answers with its ready pods' addresses), the rest forwarded."""
+    return f"""\
+.:{port} {{
+    bind {address}
+    errors
+    ready 127.0.0.1:{ready_port}
+    kubernetes {domain} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 5
+    }}
+    forward . /etc/resolv.conf
+    cache 5
+}}
+"""
+
+
+def _coredns(
+    settings: ControlPlaneSettings, layout: _Layout, kubeconfig: Path, ready_port: int
+) -> _Child:
+    conf = settings.data_dir / "Corefile"
+    conf.write_text(
+        corefile(
+            address=settings.dns_address,
+            port=settings.dns_port,
+            domain=settings.cluster_domain,
+            kubeconfig=kubeconfig,
+            ready_port=ready_port,
+        )
+    )
+    hint = (
+        f"Check that {settings.dns_address}:{settings.dns_port} is free (and that this user may "
+        "bind it) and that the API server answers."
+    )
+    argv = [str(layout.binaries[_COREDNS]), "-conf", str(conf)]
+    return _Child(_COREDNS, argv, layout.logs / f"{_COREDNS}.log", hint=hint)
+
+
+async def _coredns_ready(http: httpx.AsyncClient, url: str) -> str | None:
+    try:
+        resp = await http.get(url)
+    except httpx.HTTPError as exc:
+        return f"{url}: {exc!r}"
+    return None if resp.status_code == 200 else f"{url}: {resp.status_code} {resp.text[:200]}"
 
 
 def _etcd(settings: ControlPlaneSettings, layout: _Layout) -> _Child:

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 import trio
 
@@ -17,6 +18,7 @@ from mobius.controlplane import launcher
 from mobius.controlplane.launcher import (
     ControlPlane,
     ControlPlaneSettings,
+    corefile,
     free_port,
     serve_control_plane,
 )
@@ -213,3 +215,72 @@ async def test_a_busy_port_is_reported_with_the_apiserver_log(tmp_path: Path) ->
         with pytest.RaisesGroup(busy):
             await serve_control_plane(settings)
     assert _processes_using(data_dir) == {}
+
+
+async def test_a_dns_address_needs_coredns(tmp_path: Path, stand_ins: Path) -> None:
+    settings = msgspec.structs.replace(
+        _settings(tmp_path / "data", stand_ins), dns_address="10.1.2.3"
+    )
+    with pytest.raises(StartupError, match=r"coredns not found .*make setup"):
+        await serve_control_plane(settings)
+
+
+def test_corefile_serves_the_cluster_domain_and_forwards_the_rest() -> None:
+    text = corefile(
+        address="10.1.2.3",
+        port=53,
+        domain="cluster.local",
+        kubeconfig=Path("/k/admin.kubeconfig"),
+        ready_port=8181,
+    )
+    assert text.startswith(".:53 {\n    bind 10.1.2.3\n")
+    assert "kubernetes cluster.local in-addr.arpa ip6.arpa {" in text
+    assert "kubeconfig /k/admin.kubeconfig" in text
+    assert "ready 127.0.0.1:8181" in text
+    assert "forward . /etc/resolv.conf" in text
+
+
+@pytest.mark.e2e
+@needs_binaries
+async def test_coredns_answers_for_services(tmp_path: Path) -> None:
+    """CoreDNS as the control plane's last child, on a free high port of loopback: a Service
+    created afterwards resolves to its address, and nothing is left after the stop."""
+    import dns.resolver
+
+    if not (BIN_DIR / "coredns").exists():
+        pytest.fail(f"no coredns in {BIN_DIR}: run `make setup`")
+    data_dir = tmp_path / "cp"
+    port = free_port()
+    settings = msgspec.structs.replace(_settings(data_dir), dns_address="127.0.0.1", dns_port=port)
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port, resolver.lifetime = ["127.0.0.1"], port, 2.0
+
+    def lookup() -> list[str]:
+        try:
+            return [r.to_text() for r in resolver.resolve("db.default.svc.cluster.local", "A")]
+        except dns.exception.DNSException:
+            return []
+
+    with trio.fail_after(180):
+        async with trio.open_nursery() as nursery:
+            plane: ControlPlane = await nursery.start(serve_control_plane, settings)
+            assert plane.dns == "127.0.0.1"
+            assert "coredns" in _processes_using(data_dir).values()
+            async with _admin(plane) as http:
+                svc = {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": "db"},
+                    "spec": {"ports": [{"port": 5432}]},
+                }
+                made = await http.post("/api/v1/namespaces/default/services", json=svc)
+                assert made.status_code == 201, made.text
+                cluster_ip = made.json()["spec"]["clusterIP"]
+            answer: list[str] = []
+            with trio.move_on_after(60):
+                while not answer:
+                    answer = await trio.to_thread.run_sync(lookup)
+                    await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+        assert _processes_using(data_dir) == {}
+    assert answer == [cluster_ip]
