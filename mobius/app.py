@@ -58,7 +58,9 @@ async def run_kubelet(
     settings: KubeletSettings, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> NoReturn:
     runtime = runtime_named(
-        settings.runtime, flags=settings.podman_flags if settings.runtime == "podman" else ()
+        settings.runtime,
+        flags=settings.podman_flags if settings.runtime == "podman" else (),
+        network=settings.podman_network,
     )
     slurm = SlurmClient(env=settings.slurm_env)
     store, jobs, paths = PodStore(), JobTable(), PodPaths(settings.state_dir)

@@ -120,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--runtime", choices=("podman", "apptainer", "singularity"), default="podman")
     k.add_argument(
+        "--podman-network",
+        default="bridge",
+        help="the podman network pods join: one the site set up across its nodes "
+        "(e.g. flannel through CNI) lets pods on different nodes reach each other",
+    )
+    k.add_argument(
         "--front-proxy-ca",
         default=None,
         help="the API server's --requestheader-client-ca-file: serve metrics.k8s.io (kubectl top)",
@@ -198,6 +204,7 @@ async def _main(args: argparse.Namespace) -> None:
                 taint=args.taint,
                 runtime=args.runtime,
                 front_proxy_ca=args.front_proxy_ca or "",
+                podman_network=args.podman_network,
                 stats_interval=args.stats_interval,
                 gres_map=gres_map(args.gres),
                 cluster_dns=cluster_dns(args.cluster_dns),

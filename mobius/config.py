@@ -55,6 +55,7 @@ class KubeletSettings(msgspec.Struct, frozen=True, kw_only=True):
     state_dir: Path
     runtime: str = "podman"
     podman_flags: tuple[str, ...] = DEFAULT_PODMAN_FLAGS
+    podman_network: str = "bridge"  # a network the site set up across its nodes (CNI, netavark)
     partition: str | None = None
     slurm_env: dict[str, str] = {}
     node_address: str = "127.0.0.1"

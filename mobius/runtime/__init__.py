@@ -12,11 +12,12 @@ from mobius.runtime.podman import Podman
 __all__ = ["Apptainer", "ContainerRun", "Podman", "Runtime", "Singularity", "runtime_named"]
 
 
-def runtime_named(name: str, *, flags: tuple[str, ...] = ()) -> Runtime:
+def runtime_named(name: str, *, flags: tuple[str, ...] = (), network: str = "bridge") -> Runtime:
+    """The runtime called ``name``; ``network`` is podman's network for the pods."""
     from mobius.errors import ConfigError
 
     if name == "podman":
-        return Podman(global_flags=flags)
+        return Podman(global_flags=flags, network=network)
     if name == "apptainer":
         return Apptainer(global_flags=flags)
     if name == "singularity":

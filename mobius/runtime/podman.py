@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from shlex import quote
 
+from mobius.errors import ConfigError
 from mobius.runtime.apptainer import shell_path
 from mobius.runtime.base import (
     ContainerRun,
@@ -92,9 +93,15 @@ class Podman:
         global_flags: tuple[str, ...] = (),
         binary: str = "podman",
         pull_locks: str = DEFAULT_PULL_LOCKS,
+        network: str = "bridge",
     ):
+        if not network or network.startswith("-") or any(c.isspace() for c in network):
+            raise ConfigError(f"podman network {network!r}: give the name of a podman network")
         self.global_flags = global_flags
         self.binary = binary
+        # The pods' network: podman's default bridge reaches the pods of this host; a network
+        # the site configured across its nodes (flannel, a routed bridge) reaches every node's.
+        self.network = network
         self.pull_locks = pull_locks  # $VARIABLES expand in the job (see shell_path)
 
     def __repr__(self) -> str:
@@ -123,12 +130,12 @@ class Podman:
         ]
 
     def create_sandbox(self, *, sandbox: str, hostname: str, host_network: bool) -> list[str]:
-        net = "host" if host_network else "bridge"
+        net = "host" if host_network else self.network
         s, h, infra = quote(sandbox), quote(hostname), quote(sandbox + "-infra")
         lines = [
             f'"${{PODMAN[@]}}" pod rm -f -t 0 --ignore {s} >/dev/null 2>&1',
             f'if ! "${{PODMAN[@]}}" pod create --name {s} --infra-name {infra} --hostname {h} '
-            f'--network {net} >"$POD_DIR/sandbox.log" 2>&1 '
+            f'--network {quote(net)} >"$POD_DIR/sandbox.log" 2>&1 '
             f'|| ! "${{PODMAN[@]}}" pod start {s} >>"$POD_DIR/sandbox.log" 2>&1; then',
             '  cat "$POD_DIR/sandbox.log" >&2',
             '  echo "mobius: podman could not create the pod sandbox" >&2',
