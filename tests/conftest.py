@@ -81,6 +81,17 @@ class Stack:
             jobs.setdefault(name, []).append(job_id)
         return jobs
 
+    def containers_running(self, pod: str) -> bool:
+        """Whether the pod is Running with every container's process started (the kubelet's
+        ``running`` state: exec and probes reach it from then on)."""
+        status = self.get_json("pod", pod).get("status", {})
+        states = [s.get("state", {}) for s in status.get("containerStatuses", [])]
+        return (
+            status.get("phase") == "Running"
+            and bool(states)
+            and all("running" in s for s in states)
+        )
+
     def apply(self, *objects: dict) -> str:  # type: ignore[type-arg]
         """``kubectl apply`` of these objects, as one List."""
         items = {"apiVersion": "v1", "kind": "List", "items": list(objects)}

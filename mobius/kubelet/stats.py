@@ -3,7 +3,7 @@
 (``kubectl top``).
 
 The numbers come from the jobs themselves: each job script samples its containers' processes
-in /proc and writes ``ctl/c/<container>.usage`` (see :data:`mobius.pods.script.SHELL_USAGE_SAMPLER`)
+in /proc and writes ``usage/<container>`` in the pod folder (see :data:`mobius.pods.script.SHELL_USAGE_SAMPLER`)
 on the storage the Slurm nodes share. A sample holds the previous one too, so the CPU rate
 (nanocores) needs no state here. :func:`read_usage` does the file I/O (run it in a thread);
 everything else is pure.
@@ -105,7 +105,7 @@ def read_usage(pods: Iterable[Pod], paths: PodPaths) -> list[PodUsage]:
         containers = []
         for name, started in _running(pod).items():
             try:
-                text = (paths.ctl_dir(pod.metadata.uid) / "c" / f"{name}.usage").read_text()
+                text = (paths.pod_dir(pod.metadata.uid) / "usage" / name).read_text()
             except (OSError, UnicodeDecodeError):
                 continue
             if (usage := parse_usage(text)) is not None:

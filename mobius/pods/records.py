@@ -10,6 +10,7 @@ The job script writes one small file per fact, atomically (write a temp file, th
     ctl/c/<container>.exit      "<exit code> <finished at>" of its last run
     ctl/c/<container>.restarts  how often it was restarted in place
     ctl/c/<container>.last      "<exit code> <finished at>" of the run before the last restart
+    ctl/c/<container>.pid       the PID of the run's first process, once the runtime started it
     ctl/c/<container>.startup   when this run counted as started (postStart hook done, startup
                                 probe passed); only containers with either have it
     ctl/c/<container>.ready     "<true|false> <when>": the readiness probe's verdict in this run
@@ -84,6 +85,7 @@ class ContainerRecord(msgspec.Struct, frozen=True):
     probe_failure: str | None = None  # .probe, as written
     event: str | None = None  # .event, as written
     pull: PullRecord | None = None  # .pull
+    pid_seen: bool = False  # .pid: the runtime started this run's process
 
 
 class PodRecord(msgspec.Struct, frozen=True):
@@ -112,6 +114,7 @@ _KINDS = {
     "probe": "probe_failure",
     "event": "event",
     "pull": "pull",
+    "pid": "pid_seen",
 }
 
 
@@ -136,6 +139,8 @@ def pod_record(files: dict[str, str]) -> PodRecord:
             entry[_KINDS[kind]] = value or None
         elif kind == "pull":
             entry["pull"] = parse_pull(value)
+        elif kind == "pid":
+            entry["pid_seen"] = bool(value)
         elif kind == "ready":
             verdict, _, when = value.partition(" ")
             if verdict in ("true", "false"):

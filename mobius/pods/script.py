@@ -37,7 +37,8 @@ DEFAULT_STATS_INTERVAL = 15  # seconds between usage samples (metrics-server's r
 # processes, read from /proc by the job itself (the only place that sees them on any compute
 # node, whatever cgroup setup the site has). A container's processes are the tree under the PID
 # in c/<name>.pid (written by the runtime: podman's container process), else under the shell in
-# c/<name>.shell minus its log readers. Each sample goes to c/<name>.usage as
+# c/<name>.shell minus its log readers. Each sample goes to usage/<name> in the pod folder (not
+# under ctl/, whose changes make the status poller look again) as
 # "<time µs> <cpu ns> <memory bytes> <previous time µs> <previous cpu ns>": with the previous
 # sample beside it, a reader gets the CPU rate without keeping state.
 SHELL_USAGE_SAMPLER = r"""
@@ -45,6 +46,8 @@ usage_sampler() {
   local every=$1 tick page c f line pid p root skip total mem now
   shift
   local -a names=("$@")
+  local usage="$POD_DIR/usage"
+  mkdir -p "$usage"
   tick=$(getconf CLK_TCK 2>/dev/null || echo 100)
   page=$(getconf PAGESIZE 2>/dev/null || echo 4096)
   local -A last_t=() last_cpu=()
@@ -79,7 +82,8 @@ usage_sampler() {
         total=$((total + cpu[$pid])) mem=$((mem + rss[$pid]))
       done
       total=$((total * 1000000000 / tick)) mem=$((mem * page))
-      put "c/$c.usage" "$now $total $mem ${last_t[$c]:-0} ${last_cpu[$c]:-0}"
+      printf '%s\n' "$now $total $mem ${last_t[$c]:-0} ${last_cpu[$c]:-0}" >"$usage/$c.tmp" \
+        && mv -f "$usage/$c.tmp" "$usage/$c"
       last_t[$c]=$now last_cpu[$c]=$total
     done
   done

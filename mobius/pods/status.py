@@ -152,7 +152,9 @@ def _container_status(
                 if rec.last_finished_at:
                     before["finishedAt"] = rec.last_finished_at
                 st["lastState"] = {"terminated": before}
-    elif rec is not None and rec.started_at and not job_ended:
+    elif rec is not None and rec.started_at and rec.pid_seen and not job_ended:
+        # Running once the runtime has started the process (its PID file), not while it is
+        # still creating the container: exec and probes can reach it from then on.
         st["state"] = {"running": {"startedAt": rec.started_at}}
         # Probes and postStart hooks decide (mobius.pods.probes); without them, running is both.
         st["started"], st["ready"] = started_and_ready(c, rec)

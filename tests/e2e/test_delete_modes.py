@@ -110,6 +110,8 @@ class _Pods:
             status = self.stack.get_json("pod", name)["status"]
             if status.get("phase") == "Failed":
                 pytest.fail(f"{name} failed: {status}")
+            if phase == "Running":  # and its container started, not just its job
+                return self.stack.containers_running(name)
             return status.get("phase") == phase
 
         self.made[name] = self.stack.get_json("pod", name)["metadata"]["uid"]

@@ -123,7 +123,7 @@ def test_a_failing_init_container_stops_the_pod_with_its_exit_code(stack: Stack)
 def test_two_containers_talk_over_localhost(stack: Stack) -> None:
     _create(
         stack,
-        "duo",
+        "talkers",
         {
             "restartPolicy": "Never",
             "containers": [
@@ -151,16 +151,16 @@ def test_two_containers_talk_over_localhost(stack: Stack) -> None:
     try:
 
         def client_done() -> dict[str, Any] | None:
-            for s in _status(stack, "duo").get("containerStatuses", []):
+            for s in _status(stack, "talkers").get("containerStatuses", []):
                 if s["name"] == "client" and "terminated" in s["state"]:
                     return s  # type: ignore[no-any-return]
             return None
 
         client = stack.wait_for("the client to finish", client_done)
         assert client["state"]["terminated"]["exitCode"] == 0
-        assert stack.kubectl("logs", "duo", "-c", "client") == "hello from server\n"
+        assert stack.kubectl("logs", "talkers", "-c", "client") == "hello from server\n"
     finally:
-        _delete(stack, "duo")
+        _delete(stack, "talkers")
 
 
 def test_on_failure_restarts_in_place_until_success(stack: Stack) -> None:
@@ -262,11 +262,15 @@ def test_dns_policy_none_gives_the_pod_its_dns_config(stack: Stack) -> None:
                 "searches": ["team.example"],
                 "options": [{"name": "ndots", "value": "2"}],
             },
-            "containers": [{"name": "main", "image": "busybox", "command": ["cat", "/etc/resolv.conf"]}],
+            "containers": [
+                {"name": "main", "image": "busybox", "command": ["cat", "/etc/resolv.conf"]}
+            ],
         },
     )
     try:
-        status = stack.wait_for("dns to end", lambda: _phase_in(stack, "dns", "Succeeded", "Failed"))
+        status = stack.wait_for(
+            "dns to end", lambda: _phase_in(stack, "dns", "Succeeded", "Failed")
+        )
         assert status["phase"] == "Succeeded", status
         assert stack.kubectl("logs", "dns") == (
             "nameserver 192.0.2.53\nsearch team.example\noptions ndots:2\n"

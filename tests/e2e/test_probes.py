@@ -188,7 +188,12 @@ def test_a_failing_liveness_probe_restarts_the_container(stack: Stack) -> None:
         assert "Container main failed liveness probe, will be restarted" in _events(
             stack, name, "Killing"
         )
-        assert "Liveness probe failed: exit status 1" in _events(stack, name, "Unhealthy")
+        # Events are posted by their own task, a moment after the status that reports the restart.
+        stack.wait_for(
+            "the Unhealthy event",
+            lambda: "Liveness probe failed: exit status 1" in _events(stack, name, "Unhealthy"),
+            timeout=60,
+        )
         assert stack.kubectl("logs", name, "--previous") == "run\n"
     finally:
         _delete(stack, "pod", name)

@@ -58,7 +58,7 @@ def _running(stack: Stack, name: str) -> bool:
     phase = _phase(stack, name)
     if phase in ("Failed", "Succeeded"):
         pytest.fail(f"{name} ended: {_status(stack, name)}")
-    return phase == "Running"
+    return phase == "Running" and stack.containers_running(name)
 
 
 def _succeeded(stack: Stack, name: str) -> bool:

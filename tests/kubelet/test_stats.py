@@ -55,9 +55,9 @@ def running_pod(
 
 
 def write_usage(paths: PodPaths, uid: str, container: str, text: str) -> None:
-    d = paths.ctl_dir(uid) / "c"
+    d = paths.pod_dir(uid) / "usage"
     d.mkdir(parents=True, exist_ok=True)
-    (d / f"{container}.usage").write_text(text)
+    (d / container).write_text(text)
 
 
 # --- the sampler, for real ----------------------------------------------------------------------
@@ -70,6 +70,7 @@ def test_sampler_measures_each_container_tree_and_leaves_out_log_readers(tmp_pat
         [
             "set -u",
             f"CTL={ctl}",
+            f"POD_DIR={tmp_path}",
             """put() { printf '%s\\n' "$2" >"$CTL/$1.tmp" && mv -f "$CTL/$1.tmp" "$CTL/$1"; }""",
             SHELL_USAGE_SAMPLER,
             # "busy": a container whose runtime wrote its first process's pid (podman --pidfile).
@@ -86,7 +87,7 @@ def test_sampler_measures_each_container_tree_and_leaves_out_log_readers(tmp_pat
         samples: dict[str, Usage] = {}
         while time.monotonic() < deadline:
             for name in ("busy", "idle"):
-                f = ctl / "c" / f"{name}.usage"
+                f = tmp_path / "usage" / name
                 if f.exists() and (u := parse_usage(f.read_text())) and u.previous_time_us:
                     samples[name] = u
             if len(samples) == 2 and samples["busy"].cpu_ns > 0:

@@ -827,7 +827,9 @@ def test_started_and_ready_as_the_kubelet_reports_them(
     fields: dict[str, Any], files: dict[str, str], expected: tuple[bool, bool]
 ) -> None:
     pod = make_pod(container(**fields))
-    rec = pod_record({"c/c.started": NOW, **{f"c/c.{k}": v for k, v in files.items()}})
+    rec = pod_record(
+        {"c/c.started": NOW, "c/c.pid": "4242", **{f"c/c.{k}": v for k, v in files.items()}}
+    )
     assert started_and_ready(pod.spec.containers[0], rec.containers["c"]) == expected
     st = pod_status(
         pod, job=JobView(job_id="7", state="RUNNING"), record=rec, submitted=True, now=NOW

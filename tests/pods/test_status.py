@@ -43,7 +43,13 @@ def test_pending_job_keeps_pod_pending_with_reason() -> None:
 
 
 def test_running_container() -> None:
-    st = status("RUNNING", {"pod.ip": "10.0.0.2", "pod.started": NOW, "c/c.started": NOW})
+    creating = status("RUNNING", {"pod.ip": "10.0.0.2", "pod.started": NOW, "c/c.started": NOW})
+    # Until the runtime has started the process (its PID file), the container is being created.
+    assert creating["containerStatuses"][0]["state"] == {"waiting": {"reason": "ContainerCreating"}}
+    st = status(
+        "RUNNING",
+        {"pod.ip": "10.0.0.2", "pod.started": NOW, "c/c.started": NOW, "c/c.pid": "4242"},
+    )
     assert st["phase"] == "Running"
     assert st["podIP"] == "10.0.0.2"
     assert st["containerStatuses"][0]["state"] == {"running": {"startedAt": NOW}}
@@ -136,7 +142,11 @@ def test_crash_loop_between_restarts_and_last_state_after() -> None:
     assert cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     assert cs["lastState"]["terminated"]["exitCode"] == 2
     assert cs["ready"] is False
-    rerun = status("RUNNING", {**files, "c/c.started": "2026-01-01T00:00:12Z"}, restart="Always")
+    rerun = status(
+        "RUNNING",
+        {**files, "c/c.started": "2026-01-01T00:00:12Z", "c/c.pid": "4242"},
+        restart="Always",
+    )
     (cs,) = rerun["containerStatuses"]
     assert cs["state"] == {"running": {"startedAt": "2026-01-01T00:00:12Z"}}
     assert cs["lastState"]["terminated"]["exitCode"] == 2
