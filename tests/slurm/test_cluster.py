@@ -135,10 +135,15 @@ async def test_stopping_leaves_no_process_behind(tmp_path: Path) -> None:
         conf = slurm.conf_path
         job_id = await sbatch(slurm.env, "--output=/dev/null", "--wrap=sleep 300")
         await wait_for_state(slurm.env, job_id, "RUNNING")
-        running = processes_of(root, conf)
+        # slurmctld says RUNNING before the node has started the job's slurmstepd.
+        with trio.fail_after(JOB_TIMEOUT):
+            while True:
+                running = processes_of(root, conf)
+                if any(cmd.startswith("slurmstepd") for cmd in running.values()):
+                    break
+                await trio.sleep(0.1)
         names = sorted(cmd.split()[0].rsplit("/", 1)[-1] for cmd in running.values())
         assert names[:4] == ["munged", "slurmctld", "slurmd", "slurmd"]
-        assert any(cmd.startswith("slurmstepd") for cmd in running.values())
     assert processes_of(root, conf) == {}
 
 
