@@ -66,6 +66,11 @@ async def run_kubelet(
     store, jobs, paths = PodStore(), JobTable(), PodPaths(settings.state_dir)
     cluster = ClusterInfo()
     paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not settings.cluster_dns:
+        log.warning(
+            "no cluster DNS (--cluster-dns): pods with dnsPolicy ClusterFirst use the node's "
+            "resolv.conf"
+        )
     recovered = await recover_jobs(slurm, jobs, paths)
     if recovered:
         log.info("recovered %d jobs from squeue and pod folders", recovered)
@@ -156,6 +161,7 @@ async def run_kubelet(
                     gres_map=settings.gres_map,
                     cluster_dns=settings.cluster_dns,
                     cluster_domain=settings.cluster_domain,
+                    node_resolv_conf=await node_resolv_conf(),
                 ),
             )
         )
@@ -246,6 +252,15 @@ async def run_kubelet(
         finally:
             METRICS.unregister(collector)
     raise AssertionError("supervisor nursery exited")
+
+
+async def node_resolv_conf() -> str:
+    """This host's resolv.conf, which pods start from (HPC sites keep it alike on every node)."""
+    try:
+        return await trio.Path("/etc/resolv.conf").read_text()
+    except OSError as exc:
+        log.warning("cannot read /etc/resolv.conf (%s): pods get no node resolver settings", exc)
+        return ""
 
 
 def job_states(poller: StatusPoller) -> dict[str, int]:

@@ -100,6 +100,14 @@ def _condition(
     return cond
 
 
+def _previous_run(code: int, finished_at: str | None) -> dict[str, Any]:
+    """A ``lastState``: how the run before the current one ended."""
+    term: dict[str, Any] = {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}
+    if finished_at:
+        term["finishedAt"] = finished_at
+    return {"terminated": term}
+
+
 def _container_status(
     c: Container,
     rec: ContainerRecord | None,
@@ -145,13 +153,7 @@ def _container_status(
         else:
             st["state"] = {"terminated": term}
             if rec.restarts and rec.last_exit_code is not None:
-                before: dict[str, Any] = {
-                    "exitCode": rec.last_exit_code,
-                    "reason": "Completed" if rec.last_exit_code == 0 else "Error",
-                }
-                if rec.last_finished_at:
-                    before["finishedAt"] = rec.last_finished_at
-                st["lastState"] = {"terminated": before}
+                st["lastState"] = _previous_run(rec.last_exit_code, rec.last_finished_at)
     elif rec is not None and rec.started_at and rec.pid_seen and not job_ended:
         # Running once the runtime has started the process (its PID file), not while it is
         # still creating the container: exec and probes can reach it from then on.
@@ -159,13 +161,7 @@ def _container_status(
         # Probes and postStart hooks decide (mobius.pods.probes); without them, running is both.
         st["started"], st["ready"] = started_and_ready(c, rec)
         if rec.exit_code is not None:  # the run before this restart
-            last: dict[str, Any] = {
-                "exitCode": rec.exit_code,
-                "reason": "Completed" if rec.exit_code == 0 else "Error",
-            }
-            if rec.finished_at:
-                last["finishedAt"] = rec.finished_at
-            st["lastState"] = {"terminated": last}
+            st["lastState"] = _previous_run(rec.exit_code, rec.finished_at)
     elif job_ended:
         term = {
             "exitCode": 137 if ended_reason == "OOMKilled" else 1,

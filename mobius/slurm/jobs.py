@@ -68,20 +68,9 @@ class JobSettings(msgspec.Struct, frozen=True):
     gres_map: dict[str, str] = msgspec.field(default_factory=lambda: dict(DEFAULT_GRES_MAP))
     cluster_dns: tuple[str, ...] = ()  # the cluster DNS servers pods use (dnsPolicy ClusterFirst)
     cluster_domain: str = "cluster.local"
-
-
-_NODE_RESOLV_CONF: list[str] = []
-_WARNED_DNS: list[bool] = []
-
-
-async def _node_resolv_conf() -> str:
-    """The node's resolv.conf (read once: Default and ClusterFirst pods start from it)."""
-    if not _NODE_RESOLV_CONF:
-        try:
-            _NODE_RESOLV_CONF.append(await trio.Path("/etc/resolv.conf").read_text())
-        except OSError:
-            _NODE_RESOLV_CONF.append("")
-    return _NODE_RESOLV_CONF[0]
+    node_resolv_conf: str = (
+        ""  # the node's resolv.conf: Default and ClusterFirst pods start from it
+    )
 
 
 async def recover_jobs(slurm: SlurmClient, jobs: JobTable, paths: PodPaths) -> int:
@@ -148,7 +137,7 @@ async def submit_pod(
         volumes = plan_volumes(pod, refs=refs, pod_dir=str(pod_dir))
         dns = pod_resolv_conf(
             pod,
-            node_resolv_conf=await _node_resolv_conf(),
+            node_resolv_conf=settings.node_resolv_conf,
             cluster_dns=settings.cluster_dns,
             cluster_domain=settings.cluster_domain,
         )
@@ -192,10 +181,8 @@ async def submit_pod(
             message=warning.message,
             host=settings.node_name,
         )
-    if dns.warning and not _WARNED_DNS:
-        # Once per kubelet, not per pod: without cluster DNS every ClusterFirst pod says so.
-        _WARNED_DNS.append(True)
-        log.warning("%s (said once; other pods likewise)", dns.warning)
+    if dns.warning:  # said once at start-up (mobius.app), not per pod
+        log.debug("%s", dns.warning)
 
     def prepare() -> None:
         (pod_dir / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
